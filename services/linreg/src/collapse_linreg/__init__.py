@@ -1,0 +1,1 @@
+"""collapse-lab linear-regression service: the exactly solvable modality (paper Sec. 2)."""

@@ -1,0 +1,81 @@
+"""The data-generating process: real problem draws and a model's synthetic rows.
+
+Every draw has its own seeded stream, so a pool of P rows is a prefix-stable extension of a
+pool of T < P rows, and the DVC lineage and the batched simulator see identical numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from collapse.seeds import rng_for
+
+
+def coordinate_scales(dim: int, cov_decay: float) -> np.ndarray:
+    """(d,) standard deviations: Σ = diag(C^0, C^1, …, C^(d-1))."""
+    return np.sqrt(cov_decay ** np.arange(dim, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Problem:
+    w_star: np.ndarray  # (d,)
+    cov_diag: np.ndarray  # (d,) diagonal of Σ
+    x: np.ndarray  # (P, d) real pool; rows [0, T) are the fixed design X
+    y: np.ndarray  # (P,) noisy real labels
+    x_test: np.ndarray  # (M, d)
+    y_test: np.ndarray  # (M,) noiseless x_test · w*
+
+
+def draw_problem(
+    data_seed: int, dim: int, pool_items: int, sigma: float, cov_decay: float, test_items: int
+) -> Problem:
+    scales = coordinate_scales(dim, cov_decay)
+    w_star = rng_for(data_seed, "linreg", "w_star").standard_normal(dim) / np.sqrt(dim)
+    x = rng_for(data_seed, "linreg", "design").standard_normal((pool_items, dim)) * scales
+    noise = rng_for(data_seed, "linreg", "noise").standard_normal(pool_items)
+    x_test = rng_for(data_seed, "linreg", "test").standard_normal((test_items, dim)) * scales
+    return Problem(
+        w_star=w_star,
+        cov_diag=scales**2,
+        x=x,
+        y=x @ w_star + sigma * noise,
+        x_test=x_test,
+        y_test=x_test @ w_star,
+    )
+
+
+def synthetic_rows(
+    rng: np.random.Generator,
+    w_hat: np.ndarray,
+    design: np.ndarray,
+    items: int,
+    sigma: float,
+    fresh_design_scales: np.ndarray | None,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Model ŵ's ``items`` rows: (x, y). x is None when rows reuse the fixed design.
+
+    Fixed design: row r has x = design[r mod T] (the paper's setup); fresh design: new
+    x ~ N(0, Σ) drawn first from ``rng``. Labels are x·ŵ + σ·ε in both cases.
+    """
+    if fresh_design_scales is not None:
+        x = rng.standard_normal((items, len(w_hat))) * fresh_design_scales
+        return x, x @ w_hat + sigma * rng.standard_normal(items)
+    t = design.shape[0]
+    mean = np.resize(design @ w_hat, items)  # (items,) design rows cycled
+    return None, mean + sigma * rng.standard_normal(items)
+
+
+def cycled_design(design: np.ndarray, items: int) -> np.ndarray:
+    """(items, d): design rows repeated in order, as the fixed-design generator uses them."""
+    return design[np.arange(items) % design.shape[0]]
+
+
+def pack_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n, d+1) shard rows [x | y]."""
+    return np.concatenate([x, y[:, None]], axis=1)
+
+
+def unpack_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return rows[:, :-1], rows[:, -1]
