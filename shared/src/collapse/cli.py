@@ -143,7 +143,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from collapse.report import write_report
 
     params = load_params(args.params)
-    problem = pipeline.out_of_sync(params, args.dvc_yaml)
+    problem = pipeline.out_of_sync(params, args.root)
     if problem:
         raise ConfigError(problem)
     print(write_report(params, Path(args.runs), Path(args.out)))
@@ -186,16 +186,14 @@ def cmd_lineages(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     if args.action == "write":
-        from collapse.store import atomic_write_bytes
-
-        atomic_write_bytes(args.dvc_yaml, pipeline.render(params).encode())
-        print(f"wrote {args.dvc_yaml}")
+        for path in pipeline.write(params, args.root):
+            print(f"wrote {path}")
         return 0
-    problem = pipeline.out_of_sync(params, args.dvc_yaml)
+    problem = pipeline.out_of_sync(params, args.root)
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    print(f"{args.dvc_yaml} is in sync with {args.params}")
+    print(f"the DVC pipeline is in sync with {args.params}")
     return 0
 
 
@@ -206,7 +204,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The full parser; a service's own sub-commands are loaded only when ``argv`` names it."""
     parser = argparse.ArgumentParser(
         prog="collapse", description="collapse-lab: model-collapse experiments"
     )
@@ -256,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("report", cmd_report, "per-lineage curves, PNG figures and an HTML index")
     sub.add_argument("--runs", default="runs")
     sub.add_argument("--out", default="reports")
-    sub.add_argument("--dvc-yaml", default="dvc.yaml")
+    sub.add_argument("--root", default=".", help="project root holding dvc.yaml")
 
     sub = command("lineages", cmd_lineages, "list the lineages in params.yaml and their status")
     sub.add_argument("--runs", default="runs")
@@ -264,17 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("pipeline", cmd_pipeline, "write or check dvc.yaml against params.yaml")
     sub.add_argument("action", choices=["write", "check"])
-    sub.add_argument("--dvc-yaml", default="dvc.yaml")
+    sub.add_argument("--root", default=".", help="project root holding dvc.yaml")
 
     for name in installed_modalities():
         sub = commands.add_parser(name, help=f"{name}-specific commands")
-        load_modality(name).add_commands(sub)
+        if name in argv:
+            load_modality(name).add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, PolicyError) as error:

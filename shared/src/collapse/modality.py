@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
-from importlib.metadata import entry_points
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -103,13 +104,18 @@ def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def installed_modalities() -> list[str]:
-    return sorted(point.name for point in entry_points(group=ENTRY_POINT_GROUP))
+    return sorted(_entry_points())
 
 
 def load_modality(name: str) -> Modality:
     """The installed service called ``name``; an error lists the installed ones."""
-    points = {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+    points = _entry_points()
     if name not in points:
         installed = ", ".join(sorted(points)) or "none"
         raise ConfigError(

@@ -1,9 +1,15 @@
-"""dvc.yaml, generated from params.yaml: one stage per (lineage, iteration, step).
+"""The DVC pipeline, generated from params.yaml: one stage per (lineage, iteration, step).
 
 DVC interpolation has no arithmetic and a lineage's dependencies depend on its policy
 (replace reads only the newest samples, accumulate all of them), so the stage graph is written
 by ``collapse pipeline write`` and checked by ``collapse pipeline check`` (and by the report
 stage and the tests). Every path lives here and is passed to the stage commands as arguments.
+
+Layout: ``dvc.yaml`` holds the per-modality stages (prepare, figures) and the report, whose
+dependencies pull in every lineage; each lineage's iteration chain is its own
+``pipelines/<lineage>/dvc.yaml`` (``wdir`` = project root, so all paths read the same). DVC
+rewrites a pipeline's whole lock file after every stage, so one 200-stage file costs O(stages²)
+YAML work; a file per lineage keeps that linear in the number of lineages.
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import yaml
 from collapse.contracts import LineageSpec
 from collapse.modality import load_modality
 from collapse.params import LabParams
-from collapse.policy import real_items_needed
+from collapse.policy import real_items_needed, synthetic_inputs
 
 PARAMS = "params.yaml"
-STEPS = ("manifest", "fit", "evaluate", "generate")
 SHARED_CODE = "shared/src/collapse"
+PIPELINES = "pipelines"
+ROOT = "../.."  # wdir of the per-lineage pipelines
 
 
 def real_dir(modality: str, runs: str = "runs") -> str:
@@ -31,21 +38,21 @@ def iteration_dir(lineage: LineageSpec, iteration: int, runs: str = "runs") -> s
     return f"{runs}/{lineage.modality}/{lineage.name}/iter_{iteration}"
 
 
-def stage_name(lineage: LineageSpec, iteration: int, step: str) -> str:
-    return f"{lineage.name}.iter{iteration}.{step}"
+def lineage_dvc_yaml(lineage_name: str) -> str:
+    return f"{PIPELINES}/{lineage_name}/dvc.yaml"
+
+
+def stage_name(iteration: int, step: str) -> str:
+    return f"iter{iteration}.{step}"
+
+
+def stage_address(lineage: LineageSpec, iteration: int, step: str) -> str:
+    """What `dvc repro`/`dvc status` accept for one stage."""
+    return f"{lineage_dvc_yaml(lineage.name)}:{stage_name(iteration, step)}"
 
 
 def _service_code(modality: str) -> str:
     return f"services/{modality}/src"
-
-
-def _synthetic_inputs(lineage: LineageSpec, iteration: int) -> list[int]:
-    """Which models' samples the manifest of ``iteration`` may read (from the policy)."""
-    if iteration == 1 or lineage.policy.synthetic == "none":
-        return []
-    if lineage.policy.synthetic == "latest":
-        return [iteration - 1]
-    return list(range(1, iteration))
 
 
 def _lineage_stages(lineage: LineageSpec) -> dict[str, Any]:
@@ -55,9 +62,10 @@ def _lineage_stages(lineage: LineageSpec) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     for n in range(1, lineage.iterations + 1):
         here = iteration_dir(lineage, n)
-        samples = [f"{iteration_dir(lineage, i)}/samples" for i in _synthetic_inputs(lineage, n)]
+        samples = [f"{iteration_dir(lineage, i)}/samples" for i in synthetic_inputs(lineage.policy, n)]
         base = f"collapse {{step}} --params {PARAMS} --lineage {lineage.name}"
-        stages[stage_name(lineage, n, "manifest")] = {
+        stages[stage_name(n, "manifest")] = {
+            "wdir": ROOT,
             "cmd": base.format(step="manifest")
             + f" --iteration {n} --real {real}"
             + "".join(f" --samples {s}" for s in samples)
@@ -66,14 +74,16 @@ def _lineage_stages(lineage: LineageSpec) -> dict[str, Any]:
             "params": [f"{key}.policy", f"{key}.seed"],
             "outs": [f"{here}/manifest.json"],
         }
-        stages[stage_name(lineage, n, "fit")] = {
+        stages[stage_name(n, "fit")] = {
+            "wdir": ROOT,
             "cmd": base.format(step="fit")
             + f" --manifest {here}/manifest.json --real {real} --out {here}/model",
             "deps": [f"{here}/manifest.json", real, _service_code(m)],
             "params": [*config_params, f"{key}.seed"],
             "outs": [f"{here}/model"],
         }
-        stages[stage_name(lineage, n, "evaluate")] = {
+        stages[stage_name(n, "evaluate")] = {
+            "wdir": ROOT,
             "cmd": base.format(step="evaluate")
             + f" --model {here}/model --real {real} --out {here}/eval.json",
             "deps": [f"{here}/model", real, _service_code(m)],
@@ -81,7 +91,8 @@ def _lineage_stages(lineage: LineageSpec) -> dict[str, Any]:
             "metrics": [{f"{here}/eval.json": {"cache": False}}],
         }
         if lineage.policy.synthetic != "none":
-            stages[stage_name(lineage, n, "generate")] = {
+            stages[stage_name(n, "generate")] = {
+                "wdir": ROOT,
                 "cmd": base.format(step="generate")
                 + f" --iteration {n} --model {here}/model --real {real} --out {here}/samples",
                 "deps": [f"{here}/model", real, _service_code(m)],
@@ -91,15 +102,19 @@ def _lineage_stages(lineage: LineageSpec) -> dict[str, Any]:
     return stages
 
 
-def build_dvc_yaml(params: LabParams) -> dict[str, Any]:
+def build_pipelines(params: LabParams) -> dict[str, dict[str, Any]]:
+    """File path → content of every generated DVC pipeline file."""
+    files: dict[str, dict[str, Any]] = {}
     stages: dict[str, Any] = {}
     plots: list[dict[str, Any]] = []
     eval_files: list[str] = []
     figure_dirs: list[str] = []
+    reported: list[str] = []
     for m, section in params.modalities.items():
         lineages = params.lineages_of(m)
         if not lineages:
             continue
+        reported.append(m)
         service = load_modality(m)
         t = service.real_items(service.config(section.scale, section.config))
         pool = max(real_items_needed(spec.policy, spec.iterations, t) for spec in lineages)
@@ -120,29 +135,26 @@ def build_dvc_yaml(params: LabParams) -> dict[str, Any]:
         }
         figure_dirs.append(figures)
         for spec in lineages:
-            stages.update(_lineage_stages(spec))
+            files[lineage_dvc_yaml(spec.name)] = {"stages": _lineage_stages(spec)}
             eval_files += [
                 f"{iteration_dir(spec, n)}/eval.json" for n in range(1, spec.iterations + 1)
             ]
-        plots.append(
-            {
-                f"{m}: {service.primary_metric} per iteration": {
-                    "x": "iteration",
-                    "y": {f"reports/{m}/curves/{spec.name}.json": service.primary_metric
-                          for spec in lineages},
-                }
-            }
-        )
+        curves = {f"reports/{m}/curves/{spec.name}.json": service.primary_metric
+                  for spec in lineages}
+        plots.append({f"{m}: {service.primary_metric} per iteration": {"x": "iteration",
+                                                                        "y": curves}})
     stages["report"] = {
         "cmd": f"collapse report --params {PARAMS} --runs runs --out reports",
         "deps": [*eval_files, *figure_dirs, f"{SHARED_CODE}/report.py"],
         "params": ["lineages"],
-        "outs": ["reports/index.html", *[f"reports/{m}/curves" for m in params.modalities
-                                          if params.lineages_of(m)],
-                 *[f"reports/{m}/lineages.png" for m in params.modalities
-                   if params.lineages_of(m)]],
+        "outs": [
+            "reports/index.html",
+            *[f"reports/{m}/curves" for m in reported],
+            *[f"reports/{m}/lineages.png" for m in reported],
+        ],
     }
-    return {"stages": stages, "plots": plots}
+    files["dvc.yaml"] = {"stages": stages, "plots": plots}
+    return files
 
 
 HEADER = (
@@ -151,13 +163,42 @@ HEADER = (
 )
 
 
-def render(params: LabParams) -> str:
-    return HEADER + yaml.safe_dump(build_dvc_yaml(params), sort_keys=False, width=100)
+def render(params: LabParams) -> dict[str, str]:
+    """File path (relative to the project root) → text."""
+    return {
+        path: HEADER + yaml.safe_dump(content, sort_keys=False, width=100)
+        for path, content in build_pipelines(params).items()
+    }
 
 
-def out_of_sync(params: LabParams, path: str | Path = "dvc.yaml") -> str | None:
-    """None if ``path`` is what params.yaml generates, else a message saying how to fix it."""
-    file = Path(path)
-    if not file.is_file() or file.read_text() != render(params):
-        return f"{file} is out of sync with params.yaml: run `collapse pipeline write`"
-    return None
+def _existing_lineage_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in (root / PIPELINES).glob("*/dvc.yaml")}
+
+
+def out_of_sync(params: LabParams, root: str | Path = ".") -> str | None:
+    """None if the pipeline files are what params.yaml generates, else what is wrong."""
+    base = Path(root)
+    wanted = render(params)
+    stale = sorted(_existing_lineage_files(base) - set(wanted))
+    differ = [p for p, text in wanted.items()
+              if not (base / p).is_file() or (base / p).read_text() != text]
+    if not stale and not differ:
+        return None
+    listed = ", ".join(differ + [f"{p} (no such lineage)" for p in stale])
+    return f"the DVC pipeline is out of sync with params.yaml ({listed}): run `collapse pipeline write`"
+
+
+def write(params: LabParams, root: str | Path = ".") -> list[str]:
+    """Write every pipeline file; remove lineage pipelines no longer in params.yaml."""
+    from collapse.store import atomic_write_bytes
+
+    base = Path(root)
+    wanted = render(params)
+    for stale in _existing_lineage_files(base) - set(wanted):
+        (base / stale).unlink()
+        lock = (base / stale).with_name("dvc.lock")
+        if lock.exists():
+            lock.unlink()
+    for path, text in wanted.items():
+        atomic_write_bytes(base / path, text.encode())
+    return sorted(wanted)

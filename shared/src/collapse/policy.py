@@ -62,6 +62,13 @@ def real_items_needed(policy: PolicySpec, iterations: int, real_items: int) -> i
     return real_items + fraction_of(policy.fresh_real, real_items) * (iterations - 1)
 
 
+def synthetic_inputs(policy: PolicySpec, iteration: int) -> list[int]:
+    """Which models' samples the training set of ``iteration`` reads (1-based producers)."""
+    if iteration == 1 or policy.synthetic == "none":
+        return []
+    return [iteration - 1] if policy.synthetic == "latest" else list(range(1, iteration))
+
+
 def _take_range(shards: Sequence[S], start: int, stop: int) -> list[Selection[S]]:
     """Items [start, stop) of the concatenation of ``shards``."""
     selections: list[Selection[S]] = []
@@ -94,12 +101,9 @@ def _real_part(policy: PolicySpec, iteration: int, real: Sequence[S], t: int) ->
 def _synthetic_part(
     policy: PolicySpec, iteration: int, synthetic: Sequence[S], t: int
 ) -> list[Selection[S]]:
-    if policy.synthetic == "none":
-        return []
-    wanted = [iteration - 1] if policy.synthetic == "latest" else list(range(1, iteration))
     by_producer = {shard.produced_by: shard for shard in synthetic}
     selections: list[Selection[S]] = []
-    for producer in wanted:
+    for producer in synthetic_inputs(policy, iteration):
         shard = by_producer.get(producer)
         if shard is None:
             raise PolicyError(
@@ -126,8 +130,9 @@ def _subsample(
     picks = np.sort(rng.choice(total, size=size, replace=False))  # (size,) global positions
     bounds = np.cumsum([0] + [selection.items for selection in pool])
     out: list[Selection[S]] = []
-    for selection, lo, hi in zip(pool, bounds[:-1], bounds[1:], strict=True):
-        local = picks[(picks >= lo) & (picks < hi)] - lo
+    cuts = np.searchsorted(picks, bounds)  # picks[cuts[i]:cuts[i+1]] fall in selection i
+    for i, selection in enumerate(pool):
+        local = picks[cuts[i] : cuts[i + 1]] - bounds[i]
         if len(local):
             indices = local if selection.indices is None else selection.indices[local]
             out.append(Selection(selection.shard, indices.astype(np.int64)))

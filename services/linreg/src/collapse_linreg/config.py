@@ -84,11 +84,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "figures": {
             "dim": 10,
             "sigma": 1.0,
-            "samples": [32, 100, 316, 1000],
+            "samples": [32, 100, 316],
             "regimes": _REGIMES_IN_FIGURES,
             "seeds": 100,
             "iterations_linear": 10,
-            "iterations_log": 100,
+            "iterations_log": 50,
         },
     },
     # The paper's sweep (App. C / Collapse-or-Thrive code): σ² = 1, d = 10, T up to 1000,

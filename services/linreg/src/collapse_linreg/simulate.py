@@ -17,10 +17,16 @@ import numpy as np
 from tqdm import tqdm
 
 from collapse.contracts import PolicySpec
-from collapse.policy import Selection, compose, items_to_generate, real_items_needed
+from collapse.policy import (
+    Selection,
+    compose,
+    items_to_generate,
+    real_items_needed,
+    synthetic_inputs,
+)
 from collapse.seeds import rng_for
 from collapse_linreg.config import LinregConfig
-from collapse_linreg.data import coordinate_scales, cycled_design, draw_problem, synthetic_rows
+from collapse_linreg.data import coordinate_scales, draw_problem, synthetic_rows
 from collapse_linreg.estimator import naive_fit, solve, test_error
 
 
@@ -106,8 +112,9 @@ class Simulator:
     def _rows(self, shard: SimShard, k: int, indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of replicate k's selected rows."""
         idx = np.arange(shard.items) if indices is None else indices
-        x = shard.x[k, idx] if shard.x is not None else cycled_design(self.design[k], shard.items)[idx]
-        return x, shard.y[k, idx]
+        if shard.x is not None:
+            return shard.x[k, idx], shard.y[k, idx]
+        return self.design[k][idx % self.config.samples], shard.y[k, idx]  # fixed design, cycled
 
     # --- one run -----------------------------------------------------------------------------
 
@@ -153,6 +160,8 @@ class Simulator:
             history.append(weights)
             if self.policy.synthetic != "none" and iteration < self.iterations:
                 synthetic.append(self._generate(weights, iteration))
+                still_read = set(synthetic_inputs(self.policy, iteration + 1))
+                synthetic = [shard for shard in synthetic if shard.produced_by in still_read]
         return SimulationResult(errors=np.stack(errors), weights=np.stack(history))
 
     def _naive(self, k: int, selections: list[Selection[SimShard]]) -> np.ndarray:
