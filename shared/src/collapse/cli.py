@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from collapse import pipeline
-from collapse.contracts import DatasetManifest, EvalReport, ModelCard, RealDataCard
+from collapse.contracts import DatasetManifest, EvalReport, RealDataCard
 from collapse.modality import ConfigError, installed_modalities, load_modality
 from collapse.params import LabParams, load_params
 from collapse.policy import PolicyError, build_manifest, items_to_generate
@@ -24,6 +24,7 @@ from collapse.store import (
     read_shard_ref,
     sha256_file,
     write_json,
+    write_model_card,
 )
 
 
@@ -74,21 +75,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     summary = service.fit(
         params.config(lineage.modality, service), manifest, _real(args.real), out, lineage.seed
     )
-    weights = out / summary.weights_file
-    card = ModelCard(
-        modality=lineage.modality,
-        lineage=lineage.name,
-        iteration=manifest.iteration,
-        manifest_sha256=sha256_file(args.manifest),
-        train_items=manifest.items,
-        hyperparameters=summary.hyperparameters,
-        parameter_count=summary.parameter_count,
-        weights_file=summary.weights_file,
-        weights_sha256=sha256_file(weights),
-        seed=lineage.seed,
-        library_versions=summary.library_versions,
+    write_model_card(  # last: a model dir without card.json is incomplete
+        out, summary, modality=lineage.modality, lineage=lineage.name,
+        iteration=manifest.iteration, manifest_sha256=sha256_file(args.manifest),
+        train_items=manifest.items, seed=lineage.seed,
     )
-    write_json(out / "card.json", card)  # written last: a model dir without it is incomplete
     return 0
 
 

@@ -139,6 +139,8 @@ def build_pipelines(params: LabParams) -> dict[str, dict[str, Any]]:
             eval_files += [
                 f"{iteration_dir(spec, n)}/eval.json" for n in range(1, spec.iterations + 1)
             ]
+            if spec.policy.synthetic != "none":  # the last model's samples: read by nothing else
+                eval_files.append(f"{iteration_dir(spec, spec.iterations)}/samples")
         curves = {f"reports/{m}/curves/{spec.name}.json": service.primary_metric
                   for spec in lineages}
         plots.append({f"{m}: {service.primary_metric} per iteration": {"x": "iteration",

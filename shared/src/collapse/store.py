@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from collapse.contracts import ModelCard, ShardRef
+from collapse.contracts import FitSummary, ModelCard, ShardRef
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -180,3 +180,33 @@ def read_model(model_dir: str | Path) -> tuple[ModelCard, Path]:
             "re-run the fit stage (`dvc repro`) or `dvc checkout`"
         )
     return card, weights
+
+
+def write_model_card(
+    model_dir: str | Path,
+    summary: FitSummary,
+    *,
+    modality: str,
+    lineage: str,
+    iteration: int,
+    manifest_sha256: str,
+    train_items: int,
+    seed: int,
+) -> ModelCard:
+    """Wrap a service's :class:`FitSummary` into ``model_dir/card.json`` (written last)."""
+    directory = Path(model_dir)
+    card = ModelCard(
+        modality=modality,
+        lineage=lineage,
+        iteration=iteration,
+        manifest_sha256=manifest_sha256,
+        train_items=train_items,
+        hyperparameters=summary.hyperparameters,
+        parameter_count=summary.parameter_count,
+        weights_file=summary.weights_file,
+        weights_sha256=sha256_file(directory / summary.weights_file),
+        seed=seed,
+        library_versions=summary.library_versions,
+    )
+    write_json(directory / "card.json", card)
+    return card

@@ -1,0 +1,87 @@
+"""The real `collapse` command: bad input gives a message naming what is wrong, exit != 0."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run
+
+
+def test_simulate_prints_the_contracted_json() -> None:
+    result = run("collapse", "linreg", "simulate", "--regime", "accumulate", "--dim", "3",
+                 "--samples", "12", "--sigma", "0.5", "--iterations", "4", "--seeds", "8",
+                 "--seed", "3", "--json")
+    payload = json.loads(result.stdout)
+    assert set(payload) == {"iterations", "mean", "sem", "analytic"}
+    assert payload["iterations"] == [1, 2, 3, 4]
+    assert len(payload["mean"]) == len(payload["sem"]) == len(payload["analytic"]) == 4
+    one_fit = 0.25 * 3 / (12 - 3 - 1)
+    assert abs(payload["analytic"][1] - one_fit * 1.25) < 1e-12
+    again = run("collapse", "linreg", "simulate", "--regime", "accumulate", "--dim", "3",
+                "--samples", "12", "--sigma", "0.5", "--iterations", "4", "--seeds", "8",
+                "--seed", "3", "--json")
+    assert again.stdout == result.stdout
+
+
+def test_simulate_without_closed_form_gives_null() -> None:
+    result = run("collapse", "linreg", "simulate", "--regime", "replace", "--dim", "2",
+                 "--samples", "10", "--sigma", "1", "--iterations", "2", "--seeds", "3",
+                 "--ridge", "0.1", "--cov-decay", "0.5", "--json")
+    assert json.loads(result.stdout)["analytic"] is None
+
+
+def _fails(*args: str, cwd: Path | None = None) -> str:
+    result = run(*args, check=False, **({"cwd": cwd} if cwd else {}))
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_bad_regime_names_argument_and_allowed_values() -> None:
+    error = _fails("collapse", "linreg", "simulate", "--regime", "keep", "--dim", "2",
+                   "--samples", "10", "--sigma", "1", "--iterations", "2", "--seeds", "3")
+    assert "--regime" in error and "replace" in error and "accumulate_subsample" in error
+
+
+def test_too_few_samples_is_explained() -> None:
+    error = _fails("collapse", "linreg", "simulate", "--regime", "replace", "--dim", "10",
+                   "--samples", "11", "--sigma", "1", "--iterations", "2", "--seeds", "3")
+    assert "dim + 2 = 12" in error
+
+
+def test_bad_numbers_name_the_argument() -> None:
+    error = _fails("collapse", "linreg", "simulate", "--regime", "replace", "--dim", "2",
+                   "--samples", "10", "--sigma", "1", "--iterations", "0", "--seeds", "3")
+    assert "--iterations" in error and ">= 1" in error
+    error = _fails("collapse", "linreg", "simulate", "--regime", "replace", "--dim", "2",
+                   "--samples", "10", "--sigma", "-1", "--iterations", "2", "--seeds", "3")
+    assert "sigma" in error
+    error = _fails("collapse", "linreg", "simulate", "--regime", "replace", "--dim", "2",
+                   "--samples", "10", "--sigma", "1", "--iterations", "2", "--seeds", "1")
+    assert "--seeds" in error
+
+
+def test_unknown_lineage_and_missing_artefacts(tmp_path: Path) -> None:
+    error = _fails("collapse", "fit", "--lineage", "nope", "--manifest", "m.json", "--real", "r",
+                   "--out", str(tmp_path / "model"))
+    assert "unknown lineage 'nope'" in error and "linreg-replace" in error
+    error = _fails("collapse", "manifest", "--lineage", "linreg-replace", "--iteration", "1",
+                   "--real", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.json"))
+    assert "real.json does not exist" in error
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_bad_params_file(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("linreg: {scale: enormous}\nlineages: {}\n")
+    error = _fails("collapse", "prepare", "--modality", "linreg", "--pool-items", "10",
+                   "--out", "real", cwd=tmp_path)
+    assert "unknown scale 'enormous'" in error and "smoke, default, paper" in error
+    error = _fails("collapse", "prepare", "--modality", "lm", "--pool-items", "10", "--out", "r")
+    assert "--modality" in error and "linreg" in error
+
+
+def test_lineages_lists_status() -> None:
+    rows = json.loads(run("collapse", "lineages", "--json", "--runs", "/nonexistent").stdout)
+    assert {row["policy"] for row in rows} >= {"replace", "accumulate"}
+    assert all(row["status"] == "not run" for row in rows)
