@@ -23,7 +23,7 @@ def command_env() -> dict[str, str]:
 
 
 def run(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, cwd=cwd, env=command_env(), capture_output=True, text=True)
+    result = subprocess.run(args, cwd=cwd, env=command_env(), capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

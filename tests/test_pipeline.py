@@ -120,7 +120,8 @@ def test_smoke_pipeline_end_to_end(smoke_lab: Path) -> None:
 
     # dvc dag shows the iteration chain of a lineage
     dot = run("dvc", "dag", "--dot", cwd=lab).stdout
-    assert re.search(r"linreg-accumulate/dvc\.yaml:iter1\.generate.*->.*linreg-accumulate/dvc\.yaml:iter2\.manifest", dot)
+    chain = r"linreg-accumulate/dvc\.yaml:iter1\.generate.*->.*linreg-accumulate/dvc\.yaml:iter2\.manifest"
+    assert re.search(chain, dot)
 
     # an ablation as a DVC experiment: doubling σ scales iteration 1's error by exactly 4
     # (same design, same noise draws: ŵ − w* = σ·(XᵀX)⁻¹XᵀE)

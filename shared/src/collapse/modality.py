@@ -91,7 +91,11 @@ class Modality(ABC):
 
     def add_commands(self, parser: argparse.ArgumentParser) -> None:
         """Extra ``collapse <modality> …`` sub-commands; the parser's ``func`` runs them."""
-        parser.set_defaults(func=lambda _args: parser.print_help() or 0)
+        def show_help(_args: argparse.Namespace) -> int:
+            parser.print_help()
+            return 0
+
+        parser.set_defaults(func=show_help)
 
 
 def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

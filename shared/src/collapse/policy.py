@@ -46,7 +46,7 @@ class Selection(Generic[S]):
 
 
 def fraction_of(fraction: float, real_items: int) -> int:
-    return int(round(fraction * real_items))
+    return round(fraction * real_items)
 
 
 def items_to_generate(policy: PolicySpec, iteration: int, real_items: int) -> int:

@@ -11,13 +11,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from collapse import pipeline  # noqa: E402
-from collapse.contracts import EvalReport  # noqa: E402
-from collapse.modality import load_modality  # noqa: E402
-from collapse.params import LabParams  # noqa: E402
-from collapse.store import (  # noqa: E402
+from collapse import pipeline
+from collapse.contracts import EvalReport
+from collapse.modality import load_modality
+from collapse.params import LabParams
+from collapse.store import (
     atomic_path,
     atomic_write_bytes,
     read_json,
@@ -28,7 +29,7 @@ from collapse.store import (  # noqa: E402
 PNG_METADATA = {"Software": None}  # keep PNG bytes independent of the matplotlib build
 
 
-def save_figure(figure: plt.Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110, metadata=PNG_METADATA)
     plt.close(figure)

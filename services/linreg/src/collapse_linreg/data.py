@@ -62,7 +62,6 @@ def synthetic_rows(
     if fresh_design_scales is not None:
         x = rng.standard_normal((items, len(w_hat))) * fresh_design_scales
         return x, x @ w_hat + sigma * rng.standard_normal(items)
-    t = design.shape[0]
     mean = np.resize(design @ w_hat, items)  # (items,) design rows cycled
     return None, mean + sigma * rng.standard_normal(items)
 

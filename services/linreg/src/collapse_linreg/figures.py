@@ -7,16 +7,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
-from collapse.contracts import REGIMES  # noqa: E402
-from collapse.report import save_figure  # noqa: E402
-from collapse.store import write_plain_json  # noqa: E402
-from collapse_linreg.config import FigureSweep, LinregConfig  # noqa: E402
-from collapse_linreg.simulate import simulate  # noqa: E402
-from collapse_linreg.theory import expected_error  # noqa: E402
+from collapse.contracts import REGIMES
+from collapse.report import save_figure
+from collapse.store import write_plain_json
+from collapse_linreg.config import FigureSweep, LinregConfig
+from collapse_linreg.simulate import simulate
+from collapse_linreg.theory import expected_error
 
 COLOURS = {"replace": "tab:red", "accumulate": "tab:blue", "replace_multiple": "tab:orange",
            "accumulate_subsample": "tab:green", "accumulate_fresh": "tab:purple"}
@@ -39,7 +40,7 @@ def run_sweep(sweep: FigureSweep) -> list[dict[str, object]]:
     return records
 
 
-def _plot(sweep: FigureSweep, records: list[dict[str, object]], iterations: int, log: bool) -> plt.Figure:
+def _plot(sweep: FigureSweep, records: list[dict[str, object]], iterations: int, log: bool) -> Figure:
     panels = len(sweep.samples)
     figure, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.4), squeeze=False)
     for axis, t in zip(axes[0], sweep.samples, strict=True):

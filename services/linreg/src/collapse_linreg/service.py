@@ -19,12 +19,11 @@ from collapse.modality import Modality
 from collapse.seeds import rng_for
 from collapse.store import (
     ArtefactError,
-    read_model,
     atomic_path,
     read_array,
     read_json,
+    read_model,
     save_npy,
-    sha256_file,
     write_array_shard,
     write_json,
 )

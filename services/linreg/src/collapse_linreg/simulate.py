@@ -97,15 +97,17 @@ class Simulator:
 
     def _generate(self, weights: np.ndarray, producer: int) -> SimShard:
         items = items_to_generate(self.policy, producer, self.config.samples)
-        xs, ys = [], []
+        xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
         for k, seed in enumerate(self.seeds):
             rng = rng_for(seed, "linreg", "generate", producer)
             x, y = synthetic_rows(
                 rng, weights[k], self.design[k], items, self.config.sigma, self.fresh_scales
             )
-            xs.append(x)
+            if x is not None:
+                xs.append(x)
             ys.append(y)
-        if self.fresh_scales is not None:
+        if xs:  # fresh design: every replicate drew its own x
             return self._explicit_shard("synthetic", producer, np.stack(xs), np.stack(ys))
         return self._fixed_design_shard(producer, np.stack(ys))
 
