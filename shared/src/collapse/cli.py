@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, PolicyError) as error:
+    except (ConfigError, PolicyError, ValueError) as error:  # services raise ValueError for bad values
         print(f"collapse {args.command}: error: {error}", file=sys.stderr)
         return 2
     except ArtefactError as error:

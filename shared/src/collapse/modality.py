@@ -34,6 +34,7 @@ class Modality(ABC):
     presets: ClassVar[dict[str, dict[str, Any]]]  # scale → config fields
     primary_metric: ClassVar[str]  # the metric plotted per iteration in reports
     lower_is_better: ClassVar[bool] = True
+    has_figures: ClassVar[bool] = False  # True when :meth:`figures` draws something
 
     def config(self, scale: str, overrides: dict[str, Any] | None = None) -> Any:
         """The preset of ``scale`` with ``overrides`` applied, validated."""

@@ -126,14 +126,15 @@ def build_pipelines(params: LabParams) -> dict[str, dict[str, Any]]:
             "params": [*config_params, f"{m}.data_seed"],
             "outs": [real_dir(m)],
         }
-        figures = f"reports/{m}/figures"
-        stages[f"{m}.figures"] = {
-            "cmd": f"collapse figures --params {PARAMS} --modality {m} --out {figures}",
-            "deps": [_service_code(m), SHARED_CODE],
-            "params": config_params,
-            "outs": [figures],
-        }
-        figure_dirs.append(figures)
+        if service.has_figures:
+            figures = f"reports/{m}/figures"
+            stages[f"{m}.figures"] = {
+                "cmd": f"collapse figures --params {PARAMS} --modality {m} --out {figures}",
+                "deps": [_service_code(m), SHARED_CODE],
+                "params": config_params,
+                "outs": [figures],
+            }
+            figure_dirs.append(figures)
         for spec in lineages:
             files[lineage_dvc_yaml(spec.name)] = {"stages": _lineage_stages(spec)}
             eval_files += [
@@ -141,7 +142,7 @@ def build_pipelines(params: LabParams) -> dict[str, dict[str, Any]]:
             ]
             if spec.policy.synthetic != "none":  # the last model's samples: read by nothing else
                 eval_files.append(f"{iteration_dir(spec, spec.iterations)}/samples")
-        curves = {f"reports/{m}/curves/{spec.name}.json": service.primary_metric
+        curves = {f"reports/{m}/lineages/curves/{spec.name}.json": service.primary_metric
                   for spec in lineages}
         plots.append({f"{m}: {service.primary_metric} per iteration": {"x": "iteration",
                                                                         "y": curves}})
@@ -151,8 +152,7 @@ def build_pipelines(params: LabParams) -> dict[str, dict[str, Any]]:
         "params": ["lineages"],
         "outs": [
             "reports/index.html",
-            *[f"reports/{m}/curves" for m in reported],
-            *[f"reports/{m}/lineages.png" for m in reported],
+            *[f"reports/{m}/lineages" for m in reported],
         ],
     }
     files["dvc.yaml"] = {"stages": stages, "plots": plots}

@@ -54,6 +54,7 @@ class LinregModality(Modality):
     config_model = LinregConfig
     presets = PRESETS
     primary_metric = "test_error"
+    has_figures = True
 
     def real_items(self, config: LinregConfig) -> int:
         return config.samples

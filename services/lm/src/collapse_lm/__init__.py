@@ -1,0 +1,1 @@
+"""collapse-lab language-model service (paper Sec. 3.1)."""
