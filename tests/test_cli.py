@@ -85,3 +85,18 @@ def test_lineages_lists_status() -> None:
     rows = json.loads(run("collapse", "lineages", "--json", "--runs", "/nonexistent").stdout)
     assert {row["policy"] for row in rows} >= {"replace", "accumulate"}
     assert all(row["status"] == "not run" for row in rows)
+
+
+def test_lm_describe_counts_parameters_of_the_instantiated_model() -> None:
+    payload = json.loads(run("collapse", "lm", "describe", "--preset", "gpt2-9m", "--json").stdout)
+    assert payload["preset"] == "gpt2-9m" and payload["parameters"] == 8_890_880
+    assert payload["n_layer"] == 8 and payload["n_embd"] == 256
+    error = _fails("collapse", "lm", "describe", "--preset", "gpt5", "--json")
+    assert "--preset" in error and "llama2-126m" in error
+
+
+def test_module_entry_point() -> None:
+    import sys
+
+    result = run(sys.executable, "-m", "collapse", "lineages", "--json", "--runs", "/nonexistent")
+    assert json.loads(result.stdout)

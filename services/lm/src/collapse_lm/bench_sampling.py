@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from collapse.seeds import derive_seed, rng_for
 from collapse_lm.sample import HFSampler, NaiveSampler, SamplingSettings, VllmSampler, vllm_installed
+from collapse_lm.tokenizer import BOS, EOS, PAD, train_tokenizer
 
-BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SPECIAL_TOKENS = (BOS, EOS, PAD)  # ids 0, 1, 2 in every tokenizer built here
 
 _WORDS = (
@@ -61,33 +60,11 @@ def synthetic_texts(count: int, seed: int = 0) -> list[str]:
 
 
 def build_tokenizer(out_dir: Path, vocab_size: int, texts: Sequence[str] | None = None) -> dict[str, int]:
-    """Train a byte-level BPE on ``texts`` (synthetic if None) and save it as a ``PreTrainedTokenizerFast``.
-
-    The special tokens come first (``<|bos|>`` = 0, ``<|eos|>`` = 1, ``<|pad|>`` = 2). The trained
-    vocabulary may be smaller than ``vocab_size`` when the texts have few merges to offer.
-    Returns the special-token ids.
-    """
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE: use at least 259")
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=2,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts if texts is not None else synthetic_texts(2000), trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wrapped.save_pretrained(out_dir)
-    names = ("bos", "eos", "pad")
-    ids = {name: tokenizer.token_to_id(token) for name, token in zip(names, SPECIAL_TOKENS, strict=True)}
-    return {name: int(value) for name, value in ids.items() if value is not None}
+    """The lab's byte-level BPE (:func:`collapse_lm.tokenizer.train_tokenizer`) on ``texts``
+    (synthetic if None), saved in ``out_dir``; returns the special-token ids (bos, eos, pad)."""
+    tokenizer = train_tokenizer(texts if texts is not None else synthetic_texts(2000), vocab_size, Path(out_dir))
+    return {"bos": int(tokenizer.bos_token_id), "eos": int(tokenizer.eos_token_id),
+            "pad": int(tokenizer.pad_token_id)}
 
 
 def build_random_gpt2(

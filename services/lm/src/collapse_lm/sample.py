@@ -178,8 +178,8 @@ def _ready(model: PreTrainedModel, device: str) -> PreTrainedModel:
 # ---------------------------------------------------------------------------------------------
 
 
-class HFSampler:
-    """Batched ``model.generate`` (KV cache) with per-row Gumbel noise; see the module docstring."""
+class _LoadedSampler:
+    """A sampler over one model loaded in this process (shared set-up of the HF and naive loops)."""
 
     def __init__(
         self,
@@ -188,7 +188,7 @@ class HFSampler:
         *,
         bos_id: int,
         eos_id: int,
-        pad_id: int,
+        pad_id: int | None = None,
         device: str = "cpu",
         model: PreTrainedModel | None = None,
         progress: bool = False,
@@ -200,6 +200,10 @@ class HFSampler:
         self.model = _ready(model, device) if model is not None else _load_model(model_dir, device)
         _check_model(self.model.config, settings, bos_id, eos_id, model_dir)
         self.progress = progress
+
+
+class HFSampler(_LoadedSampler):
+    """Batched ``model.generate`` (KV cache) with per-row Gumbel noise; see the module docstring."""
 
     def _generation_config(self) -> GenerationConfig:
         """Greedy decoding (the randomness is in the Gumbel processor), stopping at EOS or max_new_tokens."""
@@ -237,32 +241,12 @@ class HFSampler:
         return samples
 
 
-class NaiveSampler:
+class NaiveSampler(_LoadedSampler):
     """One sequence at a time, a full forward over the prefix per step (no KV cache).
 
     The benchmark baseline; it uses the same processors as :class:`HFSampler`, so it draws the same
     samples (up to float differences between batched/cached and unbatched/uncached arithmetic).
     """
-
-    def __init__(
-        self,
-        model_dir: Path,
-        settings: SamplingSettings,
-        *,
-        bos_id: int,
-        eos_id: int,
-        pad_id: int | None = None,
-        device: str = "cpu",
-        model: PreTrainedModel | None = None,
-        progress: bool = False,
-    ) -> None:
-        """Load the model saved in ``model_dir`` (or use ``model``); ``pad_id`` is unused."""
-        self.settings = settings
-        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
-        self.device = device
-        self.model = _ready(model, device) if model is not None else _load_model(model_dir, device)
-        _check_model(self.model.config, settings, bos_id, eos_id, model_dir)
-        self.progress = progress
 
     @torch.no_grad()
     def _generate_one(self, seed: int) -> list[int]:
