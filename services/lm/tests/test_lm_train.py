@@ -156,8 +156,9 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
                       "summary_path": str(tmp_path / name / "summary.json")}
     single = run_job(job | runs["single"], progress=False)
     (tmp_path / "job.json").write_text(json.dumps(job | runs["ddp"]))
-    torchrun = Path(sys.executable).parent / "torchrun"
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "collapse_lm.ddp",
+    # `python -m torch.distributed.run` is torchrun, without relying on its console script
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "collapse_lm.ddp",
                "--job", str(tmp_path / "job.json"), "--no-progress"]
     result = subprocess.run(command, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                             timeout=300, check=False)

@@ -179,8 +179,8 @@ class LmModality(Modality):
             return run_job(job)
         job_file = job_dir / "job.json"
         job_file.write_text(json.dumps(job))
-        torchrun = Path(sys.executable).parent / "torchrun"
-        command = [str(torchrun), "--standalone", f"--nproc_per_node={nproc}",
+        # torchrun, as a module: its console script may live beside a shared torch, not this venv
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                    "-m", "collapse_lm.ddp", "--job", str(job_file)]
         result = subprocess.run(command, check=False, env=dict(os.environ, OMP_NUM_THREADS="1"))
         if result.returncode != 0:
