@@ -158,14 +158,15 @@ class LmModality(Modality):
         (out_dir / "hf").rmdir()
         for item in tokenizer_dir.iterdir():  # self-contained: HF and vLLM load the dir alone
             shutil.copy2(item, out_dir / item.name)
+        architecture = describe(config.model, special["vocab_size"])
         return FitSummary(
             hyperparameters={
                 "preset": config.model,
-                "architecture": describe(config.model, special["vocab_size"]),
+                "architecture": architecture,
                 "train": settings.model_dump(),
                 "result": summary,
             },
-            parameter_count=int(describe(config.model, special["vocab_size"])["parameters"]),
+            parameter_count=int(architecture["parameters"]),
             weights_file="model.safetensors",
             library_versions={"torch": torch.__version__, "transformers": transformers.__version__,
                               "python": platform.python_version()},
