@@ -2,8 +2,8 @@
 
 ``benchmark_samplers`` times the naive loop (the baseline), batched HF ``generate`` and vLLM on
 one saved model and prints tokens/s with ratios against the naive loop measured in the same run.
-``python -m collapse_lm.bench_sampling`` builds randomly initialised GPT-2 models of the listed
-shapes (no download) and benchmarks each.
+``python -m collapse_lm.bench_sampling`` builds randomly initialised models of the lab's presets
+(``gpt2-mini``, ``gpt2-9m``; plus a tiny one-head GPT-2; no download) and benchmarks each.
 """
 
 from __future__ import annotations
@@ -243,18 +243,31 @@ def benchmark_samplers(
     return results
 
 
-# name: (vocab, d_model, layers, heads, positions)
-SHAPES: dict[str, tuple[int, int, int, int, int]] = {
-    "tiny": (300, 32, 2, 1, 256),  # one head: vLLM's CPU attention needs head_dim >= 32
-    "small": (2000, 128, 4, 4, 256),
-    "9m": (8000, 256, 8, 8, 512),
+# name: (the lab's model preset, vocabulary); "tiny" is build_test_lm's one-head GPT-2 (vLLM's CPU
+# attention needs head sizes >= 32), the others are exactly the presets lineages train
+BENCH_MODELS: dict[str, tuple[str | None, int]] = {
+    "tiny": (None, 300),
+    "small": ("gpt2-mini", 2000),
+    "9m": ("gpt2-9m", 8000),
 }
 
 
+def build_preset_lm(out_dir: Path, preset: str, vocab_size: int, seed: int = 0) -> TinyLm:
+    """A tokenizer and a freshly initialised model of the lab preset ``preset`` in one directory."""
+    from collapse_lm.model import build_model
+
+    out_dir = Path(out_dir)
+    ids = build_tokenizer(out_dir, vocab_size)
+    model = build_model(preset, vocab_size, bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["pad"],
+                        seed=derive_seed(seed, "bench_sampling", "init"))
+    model.save_pretrained(out_dir)
+    return TinyLm(out_dir, out_dir, ids["bos"], ids["eos"], ids["pad"], vocab_size)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build random models of the chosen shapes and benchmark the samplers on each."""
+    """Build randomly initialised models (the lab's presets) and benchmark the samplers on each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--models", nargs="+", default=list(BENCH_MODELS), choices=list(BENCH_MODELS))
     parser.add_argument("--backends", nargs="+", default=["naive", "hf", "vllm"], choices=["naive", "hf", "vllm"])
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--naive-samples", type=int, default=None)
@@ -267,10 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_results = []
     with tempfile.TemporaryDirectory() as scratch:
         root = args.workdir or Path(scratch)
-        for name in args.shapes:
-            vocab, d_model, layers, heads, positions = SHAPES[name]
-            lm = build_test_lm(root / name, vocab_size=vocab, d_model=d_model, n_layer=layers, n_head=heads,
-                               n_positions=positions)
+        for name in args.models:
+            preset, vocab = BENCH_MODELS[name]
+            lm = (build_preset_lm(root / name, preset, vocab) if preset is not None
+                  else build_test_lm(root / name, vocab_size=vocab, n_positions=256))
             all_results.append(benchmark_samplers(
                 lm.model_dir, lm.tokenizer_dir, bos_id=lm.bos_id, eos_id=lm.eos_id, pad_id=lm.pad_id,
                 n_samples=args.samples, naive_samples=args.naive_samples, max_new_tokens=args.max_new_tokens,
@@ -282,8 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["SHAPES", "SPECIAL_TOKENS", "TinyLm", "benchmark_samplers", "build_fixed_logits_lm", "build_random_gpt2",
-           "build_test_lm", "build_tokenizer", "synthetic_texts"]
+__all__ = ["BENCH_MODELS", "SPECIAL_TOKENS", "TinyLm", "benchmark_samplers", "build_fixed_logits_lm", "build_preset_lm",
+           "build_random_gpt2", "build_test_lm", "build_tokenizer", "synthetic_texts"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
