@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from collapse_lm.model import build_model
-from collapse_lm.train import TrainSettings, train
+from collapse_lm.settings import TrainSettings
+from collapse_lm.train import train
 
 
 def minimal_loop(model: torch.nn.Module, windows: list[np.ndarray], batch: int, steps: int, lr: float) -> float:

@@ -1,153 +1,137 @@
-"""The ``collapse`` command: the stage commands dvc.yaml calls, lineage status, pipeline upkeep.
+"""The ``collapse`` command: the stage commands the DVC graph calls, lineage status, pipeline
+upkeep, ablations that change the graph.
 
 Services add ``collapse <modality> …`` sub-commands through :meth:`Modality.add_commands`.
+Every failure ends in one message naming what is wrong (exit 2 for bad input, 1 for a
+damaged or missing artefact); an unexpected internal error writes its traceback to a log file
+and names it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import math
+import os
+import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from collapse import pipeline
-from collapse.contracts import DatasetManifest, EvalReport, RealDataCard
+from collapse import layout
 from collapse.modality import ConfigError, installed_modalities, load_modality
-from collapse.params import LabParams, load_params
-from collapse.policy import PolicyError, build_manifest, items_to_generate
-from collapse.store import (
-    ArtefactError,
-    read_json,
-    read_model,
-    read_shard_ref,
-    sha256_file,
-    write_json,
-    write_model_card,
-)
+from collapse.policy import PolicyError
+from collapse.store import ArtefactError
 
 
-def _fresh_dir(path: Path) -> Path:
-    """An empty output directory (a stage's outputs are re-made whole, never patched)."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
+def finite_float(low: float | None = None, high: float | None = None, *, above: bool = False
+                 ) -> Callable[[str], float]:
+    """An argparse type: a finite float in [low, high] (or (low, high] when ``above``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if low is not None and (value <= low if above else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {text}")
+        return value
+
+    return parse
 
 
-def _real(path: str) -> RealDataCard:
-    return read_json(Path(path) / "real.json", RealDataCard)
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" + (f" and <= {high}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
-    service = load_modality(args.modality)
-    section = params.modality(args.modality)
-    config = service.config(section.scale, section.config)
-    if args.pool_items < service.real_items(config):
-        raise ConfigError(
-            f"--pool-items {args.pool_items} is smaller than T = {service.real_items(config)}"
-        )
-    out = _fresh_dir(Path(args.out))
-    card = service.prepare(config, out, args.pool_items, section.data_seed)
-    write_json(out / "real.json", card)
+# --- stage commands ---------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from collapse import stages
+
+    stages.check(args.params, args.out, args.root)
+    print(f"{args.params}: every value valid, stage graph in sync")
     return 0
 
 
-def cmd_manifest(args: argparse.Namespace) -> int:
-    lineage = load_params(args.params).lineage(args.lineage)
-    real = _real(args.real)
-    synthetic = [read_shard_ref(directory) for directory in args.samples]
-    manifest = build_manifest(lineage, args.iteration, real.train, synthetic, real.initial_items)
-    write_json(args.out, manifest)
-    print(f"{lineage.name} iteration {args.iteration}: {manifest.items} items, by producer "
-          f"{manifest.provenance()}")
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from collapse import stages
+
+    card = stages.prepare(args.params, args.modality, args.config, args.out)
+    print(f"{args.modality}: {sum(s.items for s in card.train)} real training items "
+          f"(T = {card.initial_items}), {sum(s.items for s in card.test)} test items")
     return 0
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
-    lineage = params.lineage(args.lineage)
-    service = load_modality(lineage.modality)
-    manifest = read_json(args.manifest, DatasetManifest)
-    out = _fresh_dir(Path(args.out))
-    summary = service.fit(
-        params.config(lineage.modality, service), manifest, _real(args.real), out, lineage.seed
-    )
-    write_model_card(  # last: a model dir without card.json is incomplete
-        out, summary, modality=lineage.modality, lineage=lineage.name,
-        iteration=manifest.iteration, manifest_sha256=sha256_file(args.manifest),
-        train_items=manifest.items, seed=lineage.seed,
-    )
+    from collapse import stages
+
+    if (args.lineage is None) == (args.modality is None):
+        raise ConfigError("give either --lineage (iterations >= 2) or --modality and --seed (iteration 1)")
+    stages.fit(args.params, modality=args.modality, lineage_file=args.lineage, seed=args.seed,
+               iteration=args.iteration, real_path=args.real, samples=args.samples,
+               previous=args.previous, config_file=args.config, manifest_out=args.manifest_out,
+               out=args.out)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
-    lineage = params.lineage(args.lineage)
-    service = load_modality(lineage.modality)
-    real = _real(args.real)
-    card, weights = read_model(args.model)
-    metrics = service.evaluate(params.config(lineage.modality, service), Path(args.model), real)
-    report = EvalReport(
-        modality=lineage.modality,
-        lineage=lineage.name,
-        iteration=card.iteration,
-        metrics=metrics,
-        model_weights_sha256=sha256_file(weights),
-        test_shards=[shard.sha256 for shard in real.test],
-    )
-    write_json(args.out, report)
-    print(f"{lineage.name} iteration {card.iteration}: " + ", ".join(
-        f"{name}={value:.6g}" for name, value in metrics.items()))
+    from collapse import stages
+
+    stages.evaluate(args.params, args.model, args.real, args.config, args.out)
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
-    lineage = params.lineage(args.lineage)
-    service = load_modality(lineage.modality)
-    real = _real(args.real)
-    card, _ = read_model(args.model)
-    if card.iteration != args.iteration:
-        raise ArtefactError(f"{args.model} holds model {card.iteration}, not {args.iteration}")
-    items = items_to_generate(lineage.policy, args.iteration, real.initial_items)
-    out = _fresh_dir(Path(args.out))
-    service.generate(
-        params.config(lineage.modality, service), Path(args.model), real, items, out,
-        args.iteration, lineage.seed,
-    )
+    from collapse import stages
+
+    stages.generate(args.params, args.lineage, args.iteration, args.model, args.real, args.config,
+                    args.out)
     return 0
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    params = load_params(args.params)
-    service = load_modality(args.modality)
-    out = _fresh_dir(Path(args.out))
-    for path in service.figures(params.config(args.modality, service), out):
+    from collapse import stages
+
+    for path in stages.figures(args.params, args.modality, args.config, args.out):
         print(path)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from collapse.report import write_report
+    from collapse import stages
 
-    params = load_params(args.params)
-    problem = pipeline.out_of_sync(params, args.root)
-    if problem:
-        raise ConfigError(problem)
-    print(write_report(params, Path(args.runs), Path(args.out)))
+    print(stages.report(args.params, args.out))
     return 0
 
 
-def lineage_status(params: LabParams, runs: Path) -> list[dict[str, object]]:
+# --- people's commands ------------------------------------------------------------------------
+
+
+def lineage_status(params: Any, runs: Path) -> list[dict[str, object]]:
+    from collapse.contracts import EvalReport
+    from collapse.store import read_json
+
     rows: list[dict[str, object]] = []
     for spec in params.lineages.values():
-        evals = [
-            Path(pipeline.iteration_dir(spec, n, str(runs))) / "eval.json"
-            for n in range(1, spec.iterations + 1)
-        ]
+        evals = [Path(layout.iteration_paths(spec, n, str(runs)).eval) for n in range(1, spec.iterations + 1)]
         done = [path for path in evals if path.is_file()]
         last = read_json(done[-1], EvalReport).metrics if done else {}
         status = "done" if len(done) == spec.iterations else ("partial" if done else "not run")
@@ -160,6 +144,8 @@ def lineage_status(params: LabParams, runs: Path) -> list[dict[str, object]]:
 
 
 def cmd_lineages(args: argparse.Namespace) -> int:
+    from collapse.params import load_params
+
     rows = lineage_status(load_params(args.params), Path(args.runs))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -175,7 +161,11 @@ def cmd_lineages(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from collapse import pipeline
+    from collapse.params import load_params, validate_all
+
     params = load_params(args.params)
+    validate_all(params)
     if args.action == "write":
         for path in pipeline.write(params, args.root):
             print(f"wrote {path}")
@@ -188,73 +178,105 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def cmd_exp_run(args: argparse.Namespace) -> int:
+    """`dvc exp run -S …` for any change, topology included: edit params, regenerate, run."""
+    from collapse import pipeline
+    from collapse.overrides import apply_overrides
+    from collapse.params import parse_params, validate_all
+    from collapse.store import atomic_write_bytes
+
+    import yaml
+
+    path = Path(args.params)
+    raw = yaml.safe_load(path.read_text()) or {}
+    changed = apply_overrides(raw, args.set)
+    params = parse_params(changed, str(path))
+    validate_all(params)
+    atomic_write_bytes(path, yaml.safe_dump(changed, sort_keys=False).encode())
+    written = pipeline.write(params, args.root)
+    print(f"applied {', '.join(args.set)}; stage graph: {len(written)} files")
+    command = ["dvc", "exp", "run", *args.dvc_args]
+    print("+ " + " ".join(command), flush=True)
+    return subprocess.run(command, check=False).returncode
+
+
+# --- parser -----------------------------------------------------------------------------------
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The full parser; a service's own sub-commands are loaded only when ``argv`` names it."""
-    parser = argparse.ArgumentParser(
-        prog="collapse", description="collapse-lab: model-collapse experiments"
-    )
+    parser = argparse.ArgumentParser(prog="collapse", description="collapse-lab: model-collapse experiments")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    def command(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.set_defaults(func=func)
-        sub.add_argument("--params", default=pipeline.PARAMS, help="the params file")
+        sub.add_argument("--params", default=layout.PARAMS, help="the params file")
         return sub
+
+    sub = command("check", cmd_check, "validate params.yaml and the stage graph; write the per-step config files")
+    sub.add_argument("--out", default=layout.CONFIG)
+    sub.add_argument("--root", default=".", help="project root holding dvc.yaml")
 
     sub = command("prepare", cmd_prepare, "write a modality's real train pool and test shards")
     sub.add_argument("--modality", required=True, choices=installed_modalities())
-    sub.add_argument("--pool-items", type=_positive, required=True)
+    sub.add_argument("--config", help="the resolved step values (written by the check stage)")
     sub.add_argument("--out", required=True)
 
-    sub = command("manifest", cmd_manifest, "build iteration n's training set from the policy")
-    sub.add_argument("--lineage", required=True)
-    sub.add_argument("--iteration", type=_positive, required=True)
+    sub = command("fit", cmd_fit, "build iteration n's training set from the policy and fit a fresh model")
+    sub.add_argument("--lineage", help="a lineage's resolved spec (iterations >= 2)")
+    sub.add_argument("--modality", choices=installed_modalities(), help="iteration 1 (with --seed)")
+    sub.add_argument("--seed", type=int_at_least(0), help="iteration 1: the lineages' seed")
+    sub.add_argument("--iteration", type=int_at_least(1), required=True)
     sub.add_argument("--real", required=True)
-    sub.add_argument("--samples", action="append", default=[], help="a samples dir (repeat)")
-    sub.add_argument("--out", required=True)
-
-    sub = command("fit", cmd_fit, "fit a fresh model to a manifest")
-    sub.add_argument("--lineage", required=True)
-    sub.add_argument("--manifest", required=True)
-    sub.add_argument("--real", required=True)
+    sub.add_argument("--samples", help="model n-1's samples dir")
+    sub.add_argument("--previous", help="manifest n-1 (policies that read every earlier shard)")
+    sub.add_argument("--config")
+    sub.add_argument("--manifest-out", required=True)
     sub.add_argument("--out", required=True)
 
     sub = command("evaluate", cmd_evaluate, "evaluate a model on the real test data")
-    sub.add_argument("--lineage", required=True)
     sub.add_argument("--model", required=True)
     sub.add_argument("--real", required=True)
+    sub.add_argument("--config")
     sub.add_argument("--out", required=True)
 
     sub = command("generate", cmd_generate, "sample the items the policy asks model n for")
     sub.add_argument("--lineage", required=True)
-    sub.add_argument("--iteration", type=_positive, required=True)
+    sub.add_argument("--iteration", type=int_at_least(1), required=True)
     sub.add_argument("--model", required=True)
     sub.add_argument("--real", required=True)
+    sub.add_argument("--config")
     sub.add_argument("--out", required=True)
 
     sub = command("figures", cmd_figures, "a modality's own report figures")
     sub.add_argument("--modality", required=True, choices=installed_modalities())
+    sub.add_argument("--config")
     sub.add_argument("--out", required=True)
 
-    sub = command("report", cmd_report, "per-lineage curves, PNG figures and an HTML index")
-    sub.add_argument("--runs", default="runs")
-    sub.add_argument("--out", default="reports")
-    sub.add_argument("--root", default=".", help="project root holding dvc.yaml")
+    sub = command("report", cmd_report, "the HTML report: curves, samples, lineage provenance")
+    sub.add_argument("--out", default=layout.REPORTS)
 
     sub = command("lineages", cmd_lineages, "list the lineages in params.yaml and their status")
-    sub.add_argument("--runs", default="runs")
+    sub.add_argument("--runs", default=layout.RUNS)
     sub.add_argument("--json", action="store_true")
 
-    sub = command("pipeline", cmd_pipeline, "write or check dvc.yaml against params.yaml")
+    sub = command("pipeline", cmd_pipeline, "write or check the DVC stage graph against params.yaml")
     sub.add_argument("action", choices=["write", "check"])
     sub.add_argument("--root", default=".", help="project root holding dvc.yaml")
+
+    exp = commands.add_parser("exp", help="DVC experiments that may change the stage graph")
+    exp_commands = exp.add_subparsers(dest="exp_command", required=True, metavar="COMMAND")
+    sub = exp_commands.add_parser(
+        "run", help="apply -S key=value like `dvc exp run -S`, regenerate the graph, run the experiment",
+        description="For changes of topology (a lineage's seed or iterations, a new lineage) that "
+        "`dvc exp run -S` cannot make; value changes work with `dvc exp run -S` directly.")
+    sub.set_defaults(func=cmd_exp_run)
+    sub.add_argument("--params", default=layout.PARAMS)
+    sub.add_argument("--root", default=".")
+    sub.add_argument("-S", "--set-param", dest="set", action="append", required=True,
+                     metavar="KEY=VALUE", help="[+|++]key=value or ~key, as in dvc exp run -S")
+    sub.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed on to `dvc exp run`")
 
     for name in installed_modalities():
         sub = commands.add_parser(name, help=f"{name}-specific commands")
@@ -263,9 +285,21 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
+def _log_internal_error(command: str) -> Path:
+    handle, name = tempfile.mkstemp(prefix=f"collapse-{command}-", suffix=".log")
+    with os.fdopen(handle, "w") as log:
+        traceback.print_exc(file=log)
+    return Path(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    try:
+        parser = build_parser(argv)
+    except ConfigError as error:
+        print(f"collapse: error: {error}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, PolicyError, ValueError) as error:  # services raise ValueError for bad values
@@ -274,6 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArtefactError as error:
         print(f"collapse {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        log = _log_internal_error(args.command)
+        print(f"collapse {args.command}: internal error ({type(error).__name__}: {error}); "
+              f"traceback in {log}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+SCHEMA_VERSION = 2  # of every artefact written to disk; bump (and migrate in store.read_json) on change
 LINEAGE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
@@ -19,6 +20,12 @@ class Contract(BaseModel):
     """Base of every contract: unknown fields are errors, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Artefact(Contract):
+    """A contract written to disk; it carries the schema version that wrote it."""
+
+    schema_version: int = SCHEMA_VERSION
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,8 +109,8 @@ class LineageSpec(Contract):
     name: str
     modality: str
     policy: PolicySpec
-    seed: int = Field(default=0, ge=0, lt=2**63)
-    iterations: int = Field(ge=1, le=10_000)
+    seed: int = Field(default=0, ge=0, lt=2**63, strict=True)
+    iterations: int = Field(ge=1, le=10_000, strict=True)
 
     @field_validator("name")
     @classmethod
@@ -126,7 +133,7 @@ class LineageSpec(Contract):
 # ---------------------------------------------------------------------------------------------
 
 
-class ShardRef(Contract):
+class ShardRef(Artefact):
     """An immutable file of items with its content hash and provenance."""
 
     path: str
@@ -163,15 +170,23 @@ class ManifestEntry(Contract):
         return self
 
 
-class DatasetManifest(Contract):
-    """The training set of one iteration: a list of shard selections (no data is copied)."""
+class DatasetManifest(Artefact):
+    """The training set of one iteration: a list of shard selections (no data is copied).
+
+    Iteration 1 (the first T real items) is the same for every lineage of a seed, so its
+    manifest names no lineage and no policy. ``synthetic_pool`` lists every synthetic shard the
+    policy could draw from at this iteration (before any subsampling), so the next iteration's
+    manifest is built from this one plus the newest samples: a stage reads O(1) inputs however
+    long the lineage is.
+    """
 
     modality: str
-    lineage: str
+    lineage: str | None = Field(description="None for iteration 1, shared by the seed's lineages")
     iteration: int = Field(ge=1)
-    policy: PolicySpec
+    policy: PolicySpec | None
     seed: int
     entries: list[ManifestEntry]
+    synthetic_pool: list[ShardRef] = Field(default_factory=list)
 
     @property
     def items(self) -> int:
@@ -185,10 +200,16 @@ class DatasetManifest(Contract):
         return dict(sorted(counts.items()))
 
 
-class RealDataCard(Contract):
-    """What ``prepare`` made: real train pool + real test shards of one modality."""
+class RealDataCard(Artefact):
+    """What ``prepare`` made: real train pool + real test shards of one modality.
+
+    The pool's layout depends on the modality's config only, never on which lineages exist:
+    shard 0 holds the T items of iteration 1, later shards the reserve that fresh-data policies
+    draw from, in a prefix-stable order.
+    """
 
     modality: str
+    root: str = Field(description="the directory holding this card and its shards")
     train: list[ShardRef]
     test: list[ShardRef]
     initial_items: int = Field(ge=1, description="T: real items used at iteration 1")
@@ -197,36 +218,53 @@ class RealDataCard(Contract):
 
 
 class FitSummary(Contract):
-    """What a service reports after fitting; shared/ wraps it into the :class:`ModelCard`."""
+    """What a service reports after fitting; shared/ wraps it into the :class:`ModelCard`.
+
+    Everything here is a deterministic function of the inputs: run timings (wall seconds,
+    tokens/s) are printed, never stored, so identical fits give byte-identical model folders.
+    """
 
     hyperparameters: dict[str, Any]
     parameter_count: int = Field(ge=0)
     weights_file: str = Field(description="file name inside the model directory")
     library_versions: dict[str, str]
+    compute: dict[str, float] = Field(
+        default_factory=dict,
+        description="work the fit did: items, optimizer_steps, tokens/images seen, epochs",
+    )
 
 
-class ModelCard(Contract):
-    """What was trained, on what, with which hyper-parameters; sits in ``model/card.json``."""
+class ModelCard(Artefact):
+    """What was trained, on what, with which hyper-parameters; sits in ``model/card.json``.
+
+    ``files`` holds the sha256 of every other file of the model folder (weights, configs,
+    tokenizer, logs): an edit to any of them is caught when the model is opened.
+    """
 
     modality: str
-    lineage: str
+    lineage: str | None = Field(description="None for iteration 1, shared by the seed's lineages")
     iteration: int = Field(ge=1)
     manifest_sha256: SHA256
     train_items: int
     hyperparameters: dict[str, Any]
     parameter_count: int
     weights_file: str
-    weights_sha256: SHA256
+    files: dict[str, SHA256]
     seed: int
     library_versions: dict[str, str]
+    compute: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.files[self.weights_file]
 
 
-class EvalReport(Contract):
+class EvalReport(Artefact):
     """Metrics of model n on real test data; sits in ``eval.json`` (a DVC metrics file)."""
 
     modality: str
-    lineage: str
+    lineage: str | None = Field(description="None for iteration 1, shared by the seed's lineages")
     iteration: int = Field(ge=1)
     metrics: dict[str, float]
-    model_weights_sha256: SHA256
+    model_card_sha256: SHA256
     test_shards: list[SHA256]

@@ -2,13 +2,20 @@
 
 A service registers its class under the entry-point group ``collapse.modalities``; shared/
 never imports a service. Services know nothing about policies: they prepare real data, fit a
-manifest, evaluate on real test data and generate k items.
+manifest, load a trained model as a :class:`Generator` (the one code path the generate stage
+and the BentoML endpoints share), evaluate it on real test data, and describe their own part
+of the report.
+
+This module is part of the light core: it imports neither DVC nor matplotlib, so a serving
+image can load a model with only pydantic, numpy and the service's own libraries.
 """
 
 from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -16,14 +23,65 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from collapse.contracts import DatasetManifest, FitSummary, RealDataCard, ShardRef
+from collapse.contracts import DatasetManifest, FitSummary, ModelCard, RealDataCard, ShardRef
 
 ENTRY_POINT_GROUP = "collapse.modalities"
-SCALES = ("smoke", "default", "paper")
+STEPS = ("prepare", "fit", "evaluate", "generate")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names it and what is allowed."""
+
+
+class Generator(ABC):
+    """A trained model loaded once, drawing items in memory.
+
+    Item ``i`` of the stream of ``seed`` depends only on (model, seed, i): a request for items
+    ``start..stop`` returns the same items as positions ``start..stop`` of the shard the
+    generate stage wrote with the lineage's seed, whatever the batch size.
+    """
+
+    card: ModelCard
+
+    @abstractmethod
+    def sample(self, start: int, stop: int, seed: int, options: Mapping[str, Any] | None = None) -> Any:
+        """Items ``[start, stop)`` of the stream of ``seed`` (modality-specific batch object).
+
+        ``options`` are modality sampling settings (e.g. temperature) that replace the
+        configured ones for this call only.
+        """
+
+    @abstractmethod
+    def write(self, items: Any, out_dir: Path, produced_by: int) -> ShardRef:
+        """Write ``items`` as ``out_dir/shard.*`` + ``out_dir/shard.json`` (+ readable extras)."""
+
+
+@dataclass(frozen=True)
+class IterationView:
+    """What the report knows of one iteration of one lineage (paths may not exist yet)."""
+
+    iteration: int
+    manifest: Path
+    model: Path
+    eval: Path
+    samples: Path | None
+
+
+@dataclass(frozen=True)
+class LineageView:
+    name: str
+    policy: str
+    seed: int
+    iterations: list[IterationView]
+
+
+@dataclass
+class ReportBlock:
+    """One piece of a modality's report section: a heading, HTML text and/or PNG figures."""
+
+    title: str
+    html: str = ""
+    images: list[Path] = field(default_factory=list)
 
 
 class Modality(ABC):
@@ -35,6 +93,14 @@ class Modality(ABC):
     primary_metric: ClassVar[str]  # the metric plotted per iteration in reports
     lower_is_better: ClassVar[bool] = True
     has_figures: ClassVar[bool] = False  # True when :meth:`figures` draws something
+    # Which config fields (dotted paths) each step reads: a stage re-runs only when those change.
+    step_config: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Which modules (dotted names) each step runs: a stage re-runs only when those files change.
+    # A step not listed depends on the whole service package.
+    step_modules: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Published numbers to show beside the lab's, as (label, {iteration: value}) per policy name.
+    paper_numbers: ClassVar[dict[str, list[tuple[str, dict[int, float]]]]] = {}
+    paper_note: ClassVar[str] = ""
 
     def config(self, scale: str, overrides: dict[str, Any] | None = None) -> Any:
         """The preset of ``scale`` with ``overrides`` applied, validated."""
@@ -48,43 +114,76 @@ class Modality(ABC):
             return self.config_model.model_validate(fields)
         except ValidationError as error:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in item['loc']) or '(config)'}: {item['msg']}"
+                f"{self.name}.config.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+                if item["loc"] else f"{self.name}.config: {item['msg']}"
                 for item in error.errors()
             )
             raise ConfigError(f"{self.name} config (scale {scale}) is invalid: {problems}") from None
+
+    def step_values(self, config: BaseModel, step: str) -> dict[str, Any]:
+        """The config values ``step`` reads (all of them when the service does not say)."""
+        dumped = config.model_dump(mode="json")
+        paths = self.step_config.get(step)
+        if paths is None:
+            return dumped
+        values: dict[str, Any] = {}
+        for path in paths:
+            value: Any = dumped
+            for part in path.split("."):
+                value = value[part]
+            values[path] = value
+        return values
+
+    # --- data and training ----------------------------------------------------------------
 
     @abstractmethod
     def real_items(self, config: Any) -> int:
         """T: how many real training items iteration 1 uses."""
 
+    def real_pool_items(self, config: Any) -> int | None:
+        """Real training items ``prepare`` will write (T + reserve); None if only known then."""
+        return None
+
+    def validate(self, config: Any) -> None:
+        """Checks beyond the config model that need no data (e.g. a model name exists)."""
+
     @abstractmethod
-    def prepare(
-        self, config: Any, out_dir: Path, pool_items: int, data_seed: int
-    ) -> RealDataCard:
-        """Write real train shard(s) holding ``pool_items`` items and real test shard(s)."""
+    def prepare(self, config: Any, out_dir: Path, data_seed: int) -> RealDataCard:
+        """Write the real train pool (T items first, then the reserve) and real test shards.
+
+        The layout may depend on ``config`` only, never on which lineages exist.
+        """
 
     @abstractmethod
     def fit(
         self, config: Any, manifest: DatasetManifest, real: RealDataCard, out_dir: Path, seed: int
     ) -> FitSummary:
-        """Train a fresh model on the manifest's items; write its files into ``out_dir``."""
+        """Train a fresh model on the manifest's items; write its files into ``out_dir``.
+
+        Every file written must be a deterministic function of the inputs (no timings).
+        """
 
     @abstractmethod
-    def evaluate(self, config: Any, model_dir: Path, real: RealDataCard) -> dict[str, float]:
-        """Metrics of the model in ``model_dir`` on the real test data."""
+    def load(self, config: Any, model_dir: Path, card: ModelCard, real: RealDataCard) -> Generator:
+        """The model in ``model_dir`` (already verified against ``card``) ready to sample."""
 
     @abstractmethod
-    def generate(
-        self,
-        config: Any,
-        model_dir: Path,
-        real: RealDataCard,
-        items: int,
-        out_dir: Path,
-        produced_by: int,
-        seed: int,
-    ) -> ShardRef:
-        """Write ``items`` generated items as ``out_dir/shard.*`` plus ``out_dir/shard.json``."""
+    def evaluate(self, config: Any, generator: Generator, real: RealDataCard) -> dict[str, float]:
+        """Metrics of the loaded model on the real test data (finite floats)."""
+
+    # --- report ---------------------------------------------------------------------------
+
+    def learning_curve(self, model_dir: Path) -> list[dict[str, float]]:
+        """Per-step training records ({"step", "loss", …}) the fit kept; none by default."""
+        return []
+
+    def reference_curve(self, config: Any, policy: Any, iterations: int) -> list[float] | None:
+        """The expected primary metric per iteration where theory gives it (drawn dashed)."""
+        return None
+
+    def report_blocks(self, config: Any, lineages: Sequence[LineageView], out_dir: Path) -> list[ReportBlock]:
+        """The modality's own report views (samples, extra curves); figures go in ``out_dir``."""
+        return []
 
     def figures(self, config: Any, out_dir: Path) -> list[Path]:
         """Modality-specific report figures (e.g. theory vs simulation); none by default."""
@@ -118,6 +217,7 @@ def installed_modalities() -> list[str]:
     return sorted(_entry_points())
 
 
+@cache
 def load_modality(name: str) -> Modality:
     """The installed service called ``name``; an error lists the installed ones."""
     points = _entry_points()

@@ -1,206 +1,266 @@
-"""The DVC pipeline, generated from params.yaml: one stage per (lineage, iteration, step).
+"""The DVC stage graph, generated from params.yaml: topology only.
 
-DVC interpolation has no arithmetic and a lineage's dependencies depend on its policy
-(replace reads only the newest samples, accumulate all of them), so the stage graph is written
-by ``collapse pipeline write`` and checked by ``collapse pipeline check`` (and by the report
-stage and the tests). Every path lives here and is passed to the stage commands as arguments.
+The graph says which stages exist (lineages, iterations, shared iteration-1 models, one
+iteration-1 model per (modality, seed)) and which outputs feed which stage. Every value that
+params determine (T, pool sizes, sampling settings, …) is read by the stages at run time, so
+`dvc exp run -S key=value` just works for any value; a change of topology (a lineage added, a
+seed or `iterations` changed) is caught by the ``check`` stage, which every other stage
+depends on, before any work.
 
-Layout: ``dvc.yaml`` holds the per-modality stages (prepare, figures) and the report, whose
-dependencies pull in every lineage; each lineage's iteration chain is its own
-``pipelines/<lineage>/dvc.yaml`` (``wdir`` = project root, so all paths read the same). DVC
-rewrites a pipeline's whole lock file after every stage, so one 200-stage file costs O(stages²)
-YAML work; a file per lineage keeps that linear in the number of lineages.
+Why stages are cut this way:
+
+* ``check`` validates params.yaml and writes, per modality and step, the config values that
+  step reads (``runs/config/<m>/<step>.json``) and each lineage's policy and seed. Stages
+  depend on those small files, not on params keys, so a sampling temperature re-runs the
+  generate and evaluate stages but no prepare and no fit; the files are rewritten only when
+  their values change, so the check itself never causes a re-run.
+* One stage per (lineage, iteration, step), with the steps ``fit`` (builds the manifest from the
+  policy, then fits), ``evaluate`` and ``generate``: the dataset, model, metrics and samples of
+  every iteration are separate DVC outputs and a crash resumes at the failed step.
+* Each (lineage, iteration) has its own ``pipelines/<lineage>/iter_<n>/dvc.yaml``: DVC
+  rewrites a stage file's whole lock after every stage, so the cost of a stage grows with the
+  size of its file; small files keep it flat however long a lineage is.
+* An accumulating manifest depends on the previous manifest plus the newest samples (the
+  manifest records every synthetic shard it could draw from), never on all n sample folders.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from collapse import layout
 from collapse.contracts import LineageSpec
-from collapse.modality import load_modality
+from collapse.modality import Modality, load_modality
 from collapse.params import LabParams
-from collapse.policy import real_items_needed, synthetic_inputs
 
-PARAMS = "params.yaml"
-SHARED_CODE = "shared/src/collapse"
-PIPELINES = "pipelines"
-ROOT = "../.."  # wdir of the per-lineage pipelines
-
-
-def real_dir(modality: str, runs: str = "runs") -> str:
-    return f"{runs}/{modality}/real"
-
-
-def iteration_dir(lineage: LineageSpec, iteration: int, runs: str = "runs") -> str:
-    return f"{runs}/{lineage.modality}/{lineage.name}/iter_{iteration}"
-
-
-def lineage_dvc_yaml(lineage_name: str) -> str:
-    return f"{PIPELINES}/{lineage_name}/dvc.yaml"
+SHARED = "shared/src/collapse"
+SHARED_STEP_CODE = {
+    "check": [f"{SHARED}/params.py", f"{SHARED}/contracts.py", f"{SHARED}/modality.py"],
+    "prepare": [],
+    "fit": [f"{SHARED}/policy.py", f"{SHARED}/seeds.py"],
+    "evaluate": [],
+    "generate": [f"{SHARED}/seeds.py"],
+    "figures": [],
+    "report": [f"{SHARED}/report.py"],
+}
+HEADER = (
+    "# Generated from params.yaml by `collapse pipeline write` — do not edit by hand.\n"
+    "# After changing lineages, their seeds or iteration counts, run it again.\n"
+)
 
 
-def stage_name(iteration: int, step: str) -> str:
-    return f"iter{iteration}.{step}"
+def _module_path(name: str, root: Path) -> str | None:
+    """The file (or package directory) of module ``name``, relative to ``root``; None if outside."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        return None
+    origin = Path(spec.origin)
+    path = origin.parent if origin.name == "__init__.py" else origin
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:  # installed elsewhere (not editable): nothing in the project to track
+        return None
 
 
-def stage_address(lineage: LineageSpec, iteration: int, step: str) -> str:
-    """What `dvc repro`/`dvc status` accept for one stage."""
-    return f"{lineage_dvc_yaml(lineage.name)}:{stage_name(iteration, step)}"
+def code_deps(service: Modality, step: str, root: Path) -> list[str]:
+    """Files ``step`` runs: the service's modules for that step (or its package) + shared ones."""
+    modules = service.step_modules.get(step)
+    if modules is None:
+        modules = (type(service).__module__.split(".")[0],)
+    paths = [p for name in modules if (p := _module_path(name, root)) is not None]
+    return sorted(set(paths)) + [p for p in SHARED_STEP_CODE.get(step, []) if (root / p).exists()]
 
 
-def _service_code(modality: str) -> str:
-    return f"services/{modality}/src"
+def steps_of(service: Modality) -> list[str]:
+    return ["prepare", "fit", "evaluate", "generate", *(["figures"] if service.has_figures else [])]
 
 
-def _lineage_stages(lineage: LineageSpec) -> dict[str, Any]:
-    m, key = lineage.modality, f"lineages.{lineage.name}"
-    real = real_dir(m)
-    config_params = [f"{m}.scale", f"{m}.config"]
+def _stage(cmd: list[str], deps: list[str], outs: list[str], wdir: str | None = None,
+           metrics: list[str] | None = None) -> dict[str, Any]:
+    stage: dict[str, Any] = {}
+    if wdir:
+        stage["wdir"] = wdir
+    stage["cmd"] = " ".join(cmd)
+    stage["deps"] = deps
+    if outs:
+        stage["outs"] = outs
+    if metrics:
+        stage["metrics"] = metrics
+    return stage
+
+
+def _first_stages(m: str, seed: int, code: dict[str, list[str]]) -> dict[str, Any]:
+    here, real = layout.first_dir(m, seed), layout.real_dir(m)
+    fit_cfg, eval_cfg = layout.step_config(m, "fit"), layout.step_config(m, "evaluate")
+    return {
+        f"{m}.iter1.seed{seed}.fit": _stage(
+            ["collapse fit --modality", m, "--seed", str(seed), "--iteration 1 --real", real,
+             "--config", fit_cfg, "--manifest-out", f"{here}/manifest.json", "--out", f"{here}/model"],
+            [real, fit_cfg, *code["fit"]], [f"{here}/manifest.json", f"{here}/model"]),
+        f"{m}.iter1.seed{seed}.evaluate": _stage(
+            ["collapse evaluate --model", f"{here}/model", "--real", real, "--config", eval_cfg,
+             "--out", f"{here}/eval.json"],
+            [f"{here}/model", real, eval_cfg, *code["evaluate"]], [], metrics=[f"{here}/eval.json"]),
+    }
+
+
+def _iteration_stages(spec: LineageSpec, n: int, code: dict[str, list[str]]) -> dict[str, Any]:
+    m, real = spec.modality, layout.real_dir(spec.modality)
+    wdir = layout.relative_root(layout.pipeline_file(spec.name, n))
+    spec_file = layout.lineage_config(spec.name)
+    paths = layout.iteration_paths(spec, n)
     stages: dict[str, Any] = {}
-    for n in range(1, lineage.iterations + 1):
-        here = iteration_dir(lineage, n)
-        samples = [f"{iteration_dir(lineage, i)}/samples" for i in synthetic_inputs(lineage.policy, n)]
-        base = f"collapse {{step}} --params {PARAMS} --lineage {lineage.name}"
-        stages[stage_name(n, "manifest")] = {
-            "wdir": ROOT,
-            "cmd": base.format(step="manifest")
-            + f" --iteration {n} --real {real}"
-            + "".join(f" --samples {s}" for s in samples)
-            + f" --out {here}/manifest.json",
-            "deps": [real, *samples, f"{SHARED_CODE}/policy.py"],
-            "params": [f"{key}.policy", f"{key}.seed"],
-            "outs": [f"{here}/manifest.json"],
-        }
-        stages[stage_name(n, "fit")] = {
-            "wdir": ROOT,
-            "cmd": base.format(step="fit")
-            + f" --manifest {here}/manifest.json --real {real} --out {here}/model",
-            "deps": [f"{here}/manifest.json", real, _service_code(m)],
-            "params": [*config_params, f"{key}.seed"],
-            "outs": [f"{here}/model"],
-        }
-        stages[stage_name(n, "evaluate")] = {
-            "wdir": ROOT,
-            "cmd": base.format(step="evaluate")
-            + f" --model {here}/model --real {real} --out {here}/eval.json",
-            "deps": [f"{here}/model", real, _service_code(m)],
-            "params": config_params,
-            "metrics": [{f"{here}/eval.json": {"cache": False}}],
-        }
-        if lineage.policy.synthetic != "none":
-            stages[stage_name(n, "generate")] = {
-                "wdir": ROOT,
-                "cmd": base.format(step="generate")
-                + f" --iteration {n} --model {here}/model --real {real} --out {here}/samples",
-                "deps": [f"{here}/model", real, _service_code(m)],
-                "params": [*config_params, f"{key}.policy", f"{key}.seed"],
-                "outs": [f"{here}/samples"],
-            }
+    if n >= 2:
+        previous = layout.iteration_paths(spec, n - 1)
+        inputs: list[str] = []
+        if spec.policy.synthetic != "none":
+            inputs += ["--samples", previous.samples]
+        if spec.policy.synthetic == "all" and n >= 3:
+            inputs += ["--previous", previous.manifest]
+        fit_cfg = layout.step_config(m, "fit")
+        stages["fit"] = _stage(
+            ["collapse fit --lineage", spec_file, "--iteration", str(n), "--real", real, *inputs,
+             "--config", fit_cfg, "--manifest-out", paths.manifest, "--out", paths.model],
+            [real, *inputs[1::2], spec_file, fit_cfg, *code["fit"]], [paths.manifest, paths.model],
+            wdir)
+        eval_cfg = layout.step_config(m, "evaluate")
+        stages["evaluate"] = _stage(
+            ["collapse evaluate --model", paths.model, "--real", real, "--config", eval_cfg,
+             "--out", paths.eval],
+            [paths.model, real, eval_cfg, *code["evaluate"]], [], wdir, metrics=[paths.eval])
+    if spec.policy.synthetic != "none":
+        gen_cfg = layout.step_config(m, "generate")
+        stages["generate"] = _stage(
+            ["collapse generate --lineage", spec_file, "--iteration", str(n), "--model", paths.model,
+             "--real", real, "--config", gen_cfg, "--out", paths.samples],
+            [paths.model, real, spec_file, gen_cfg, *code["generate"]], [paths.samples], wdir)
     return stages
 
 
-def build_pipelines(params: LabParams) -> dict[str, dict[str, Any]]:
-    """File path → content of every generated DVC pipeline file."""
-    files: dict[str, dict[str, Any]] = {}
-    stages: dict[str, Any] = {}
-    plots: list[dict[str, Any]] = []
-    eval_files: list[str] = []
-    figure_dirs: list[str] = []
-    reported: list[str] = []
-    for m, section in params.modalities.items():
-        lineages = params.lineages_of(m)
-        if not lineages:
-            continue
-        reported.append(m)
-        service = load_modality(m)
-        t = service.real_items(service.config(section.scale, section.config))
-        pool = max(real_items_needed(spec.policy, spec.iterations, t) for spec in lineages)
-        config_params = [f"{m}.scale", f"{m}.config"]
-        stages[f"{m}.prepare"] = {
-            "cmd": f"collapse prepare --params {PARAMS} --modality {m} --pool-items {pool}"
-            f" --out {real_dir(m)}",
-            "deps": [_service_code(m)],
-            "params": [*config_params, f"{m}.data_seed"],
-            "outs": [real_dir(m)],
+def topology(params: LabParams) -> dict[str, Any]:
+    """What the graph is made of; the check stage writes it (it changes with topology only)."""
+    return {
+        "modalities": {
+            m: {"seeds": params.seeds_of(m),
+                "lineages": {s.name: {"iterations": s.iterations, "synthetic": s.policy.synthetic,
+                                      "seed": s.seed} for s in params.lineages_of(m)}}
+            for m in params.active_modalities()
         }
+    }
+
+
+def build_pipelines(params: LabParams, root: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """File path → content of every generated DVC stage file."""
+    base = Path(root)
+    files: dict[str, dict[str, Any]] = {}
+    modalities = params.active_modalities()
+    services = {m: load_modality(m) for m in modalities}
+    check_outs = [layout.TOPOLOGY]
+    for m in modalities:
+        check_outs += [layout.step_config(m, step) for step in steps_of(services[m])]
+    check_outs += [layout.lineage_config(name) for name in params.lineages]
+    check_code = sorted({p for m in modalities for p in code_deps(services[m], "check", base)})
+    stages: dict[str, Any] = {
+        "check": {
+            "cmd": f"collapse check --params {layout.PARAMS} --out {layout.CONFIG}",
+            "deps": check_code,
+            "params": [{layout.PARAMS: None}],
+            "outs": check_outs,
+        }
+    }
+    plots: list[dict[str, Any]] = []
+    report_deps: list[str] = []
+    for m in modalities:
+        service = services[m]
+        code = {step: code_deps(service, step, base) for step in ("prepare", "fit", "evaluate", "generate")}
+        real, prepare_cfg = layout.real_dir(m), layout.step_config(m, "prepare")
+        stages[f"{m}.prepare"] = _stage(
+            ["collapse prepare --modality", m, "--config", prepare_cfg, "--out", real],
+            [prepare_cfg, *code["prepare"]], [real])
+        for seed in params.seeds_of(m):
+            stages.update(_first_stages(m, seed, code))
         if service.has_figures:
-            figures = f"reports/{m}/figures"
-            stages[f"{m}.figures"] = {
-                "cmd": f"collapse figures --params {PARAMS} --modality {m} --out {figures}",
-                "deps": [_service_code(m), SHARED_CODE],
-                "params": config_params,
-                "outs": [figures],
-            }
-            figure_dirs.append(figures)
-        for spec in lineages:
-            files[lineage_dvc_yaml(spec.name)] = {"stages": _lineage_stages(spec)}
-            eval_files += [
-                f"{iteration_dir(spec, n)}/eval.json" for n in range(1, spec.iterations + 1)
-            ]
-            if spec.policy.synthetic != "none":  # the last model's samples: read by nothing else
-                eval_files.append(f"{iteration_dir(spec, spec.iterations)}/samples")
-        curves = {f"reports/{m}/lineages/curves/{spec.name}.json": service.primary_metric
-                  for spec in lineages}
-        plots.append({f"{m}: {service.primary_metric} per iteration": {"x": "iteration",
-                                                                        "y": curves}})
+            figures_cfg, figures = layout.step_config(m, "figures"), f"{layout.REPORTS}/{m}/figures"
+            stages[f"{m}.figures"] = _stage(
+                ["collapse figures --modality", m, "--config", figures_cfg, "--out", figures],
+                [figures_cfg, *code_deps(service, "figures", base)], [figures])
+            report_deps.append(figures)
+        curves: dict[str, str] = {}
+        for spec in params.lineages_of(m):
+            for n in range(1, spec.iterations + 1):
+                iteration = _iteration_stages(spec, n, code)
+                if iteration:
+                    files[layout.pipeline_file(spec.name, n)] = {"stages": iteration}
+                paths = layout.iteration_paths(spec, n)
+                report_deps += [paths.manifest, paths.model, paths.eval]
+                if spec.policy.synthetic != "none":
+                    report_deps.append(paths.samples)
+            curves[f"{layout.REPORTS}/{m}/curves/{spec.name}.json"] = service.primary_metric
+        plots.append({f"{m}: {service.primary_metric} per iteration": {"x": "iteration", "y": curves}})
+    report_code = sorted({p for m in modalities for p in code_deps(services[m], "report", base)})
     stages["report"] = {
-        "cmd": f"collapse report --params {PARAMS} --runs runs --out reports",
-        "deps": [*eval_files, *figure_dirs, f"{SHARED_CODE}/report.py"],
-        "params": ["lineages"],
-        "outs": [
-            "reports/index.html",
-            *[f"reports/{m}/lineages" for m in reported],
-        ],
+        "cmd": f"collapse report --params {layout.PARAMS} --out {layout.REPORTS}",
+        "deps": sorted(set(report_deps)) + [layout.lineage_config(n) for n in params.lineages]
+        + sorted({layout.step_config(m, step) for m in modalities for step in steps_of(services[m])})
+        + report_code,
+        "outs": [f"{layout.REPORTS}/index.html",
+                 *[f"{layout.REPORTS}/{m}/{part}" for m in modalities for part in ("lineages", "curves", "views")]],
     }
     files["dvc.yaml"] = {"stages": stages, "plots": plots}
     return files
 
 
-HEADER = (
-    "# Generated from params.yaml by `collapse pipeline write` — do not edit by hand.\n"
-    "# After changing lineages or iteration counts in params.yaml, run it again.\n"
-)
-
-
-def render(params: LabParams) -> dict[str, str]:
+def render(params: LabParams, root: str | Path = ".") -> dict[str, str]:
     """File path (relative to the project root) → text."""
-    return {
-        path: HEADER + yaml.safe_dump(content, sort_keys=False, width=100)
-        for path, content in build_pipelines(params).items()
-    }
+    return {path: HEADER + yaml.safe_dump(content, sort_keys=False, width=100)
+            for path, content in build_pipelines(params, root).items()}
 
 
-def _existing_lineage_files(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in (root / PIPELINES).glob("*/dvc.yaml")}
+def _existing_files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in (root / layout.PIPELINES).glob("*/iter_*/dvc.yaml")}
 
 
 def out_of_sync(params: LabParams, root: str | Path = ".") -> str | None:
-    """None if the pipeline files are what params.yaml generates, else what is wrong."""
+    """None if the stage files are what params.yaml generates, else one line saying what to do."""
     base = Path(root)
-    wanted = render(params)
-    stale = sorted(_existing_lineage_files(base) - set(wanted))
-    differ = [p for p, text in wanted.items()
-              if not (base / p).is_file() or (base / p).read_text() != text]
+    wanted = render(params, base)
+    stale = sorted(_existing_files(base) - set(wanted))
+    differ = sorted(p for p, text in wanted.items()
+                    if not (base / p).is_file() or (base / p).read_text() != text)
     if not stale and not differ:
         return None
-    listed = ", ".join(differ + [f"{p} (no such lineage)" for p in stale])
-    return f"the DVC pipeline is out of sync with params.yaml ({listed}): run `collapse pipeline write`"
+    changed = sorted({p.split("/")[1] if p.startswith(layout.PIPELINES) else p for p in differ + stale})
+    return (
+        f"the stage graph no longer matches {layout.PARAMS} (a lineage, seed or iteration count "
+        f"changed: {', '.join(changed)}): run `collapse pipeline write` and then the same command "
+        "again, or run the ablation as `collapse exp run -S key=value` (it regenerates the graph)"
+    )
 
 
 def write(params: LabParams, root: str | Path = ".") -> list[str]:
-    """Write every pipeline file; remove lineage pipelines no longer in params.yaml."""
+    """Write every stage file; remove the ones (and their locks) no longer in params.yaml."""
     from collapse.store import atomic_write_bytes
 
     base = Path(root)
-    wanted = render(params)
-    for stale in _existing_lineage_files(base) - set(wanted):
-        (base / stale).unlink()
-        lock = (base / stale).with_name("dvc.lock")
-        if lock.exists():
-            lock.unlink()
+    wanted = render(params, base)
+    for stale in _existing_files(base) - set(wanted):
+        for name in ("dvc.yaml", "dvc.lock"):
+            path = (base / stale).with_name(name)
+            if path.exists():
+                path.unlink()
+        for folder in ((base / stale).parent, (base / stale).parent.parent):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     for path, text in wanted.items():
         atomic_write_bytes(base / path, text.encode())
     return sorted(wanted)
+
+
+def topology_digest(params: LabParams) -> str:
+    return hashlib.sha256(json.dumps(topology(params), sort_keys=True).encode()).hexdigest()

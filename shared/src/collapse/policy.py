@@ -160,6 +160,21 @@ def compose(
     return pool
 
 
+def _entries(selections: Sequence[Selection[ShardRef]]) -> list[ManifestEntry]:
+    return [
+        ManifestEntry(shard=s.shard, indices=None if s.indices is None else s.indices.tolist())
+        for s in selections
+    ]
+
+
+def first_manifest(modality: str, seed: int, real: Sequence[ShardRef], real_items: int) -> DatasetManifest:
+    """Iteration 1: the first T real items, the same for every lineage of ``seed``."""
+    return DatasetManifest(
+        modality=modality, lineage=None, iteration=1, policy=None, seed=seed,
+        entries=_entries(_take_range(real, 0, real_items)),
+    )
+
+
 def build_manifest(
     lineage: LineageSpec,
     iteration: int,
@@ -167,20 +182,21 @@ def build_manifest(
     synthetic: Sequence[ShardRef],
     real_items: int,
 ) -> DatasetManifest:
-    """:func:`compose` for shards on disk, as the contract the fit stage reads."""
+    """:func:`compose` for shards on disk, as the contract the fit stage reads.
+
+    ``synthetic`` are the shards the policy may draw from at ``iteration`` (recorded in the
+    manifest, so the next iteration needs only this manifest and the newest samples).
+    """
+    if iteration == 1:
+        return first_manifest(lineage.modality, lineage.seed, real, real_items)
     selections = compose(lineage.policy, iteration, real, synthetic, real_items, lineage.seed)
-    entries = [
-        ManifestEntry(
-            shard=selection.shard,
-            indices=None if selection.indices is None else selection.indices.tolist(),
-        )
-        for selection in selections
-    ]
+    wanted = set(synthetic_inputs(lineage.policy, iteration))
     return DatasetManifest(
         modality=lineage.modality,
         lineage=lineage.name,
         iteration=iteration,
         policy=lineage.policy,
         seed=lineage.seed,
-        entries=entries,
+        entries=_entries(selections),
+        synthetic_pool=[shard for shard in synthetic if shard.produced_by in wanted],
     )

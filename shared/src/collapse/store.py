@@ -14,7 +14,7 @@ from typing import Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from collapse.contracts import FitSummary, ModelCard, ShardRef
+from collapse.contracts import SCHEMA_VERSION, FitSummary, ModelCard, ShardRef
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,14 +23,28 @@ class ArtefactError(RuntimeError):
     """A file the lab needs is missing, corrupted or not what it claims to be."""
 
 
+def recovery(path: str | Path) -> str:
+    """The commands that make a damaged DVC output whole again (both tested)."""
+    return (f"restore it with `dvc checkout --force {Path(path).as_posix()}` (from the DVC cache) "
+            "or re-create it with `dvc repro`")
+
+
 class ShardIntegrityError(ArtefactError):
-    def __init__(self, path: str, expected: str, actual: str) -> None:
+    def __init__(self, path: str, expected: str, actual: str, what: str = "shard") -> None:
         super().__init__(
-            f"shard {path} is corrupted: expected sha256 {expected}, found {actual}. "
-            "Re-create it (`dvc repro` re-runs the stage that wrote it; `dvc checkout` restores "
-            "it from the DVC cache)"
+            f"{what} {path} is corrupted: expected sha256 {expected}, found {actual}; "
+            + recovery(Path(path).parent)
         )
         self.path, self.expected, self.actual = path, expected, actual
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: files stay readable by other users
 
 
 def sha256_file(path: str | Path) -> str:
@@ -48,6 +62,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
+    os.chmod(temporary, FILE_MODE)  # mkstemp makes 0600
     try:
         yield Path(temporary)
         os.replace(temporary, target)
@@ -70,16 +85,42 @@ def write_plain_json(path: str | Path, data: object) -> None:
 
 
 def read_json(path: str | Path, model: type[M]) -> M:
-    """Load a contract, with an error that names the file and what is wrong with it."""
+    """Load a contract, with an error that names the file and what is wrong with it.
+
+    Artefacts carry ``schema_version``; one written by another version of the lab stops here
+    with the file, its version and the version this lab reads.
+    """
     file = Path(path)
     if not file.is_file():
         raise ArtefactError(
             f"{file} does not exist: run the stage that writes it (`dvc repro`) or fix the path"
         )
+    data = file.read_bytes()
+    if "schema_version" in model.model_fields:
+        try:
+            raw = json.loads(data)
+        except ValueError as error:
+            raise ArtefactError(f"{file} is not valid JSON ({error}); {recovery(file)}") from None
+        version = raw.get("schema_version", 1) if isinstance(raw, dict) else None
+        if version != SCHEMA_VERSION:
+            raise ArtefactError(
+                f"{file} was written with artefact schema {version}; this lab (collapse-lab-shared "
+                f"{_lab_version()}) reads schema {SCHEMA_VERSION}. Re-create it with `dvc repro` "
+                "(or read it with the lab version that wrote it)"
+            )
     try:
-        return model.model_validate_json(file.read_bytes())
+        return model.model_validate_json(data)
     except ValidationError as error:
         raise ArtefactError(f"{file} is not a valid {model.__name__}:\n{error}") from error
+
+
+def _lab_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("collapse-lab-shared")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def verify(ref: ShardRef) -> Path:
@@ -87,8 +128,7 @@ def verify(ref: ShardRef) -> Path:
     path = Path(ref.path)
     if not path.is_file():
         raise ArtefactError(
-            f"shard {ref.path} is missing (expected sha256 {ref.sha256}); `dvc repro` re-creates "
-            "it, `dvc checkout` restores it from the DVC cache"
+            f"shard {ref.path} is missing (expected sha256 {ref.sha256}); {recovery(path.parent)}"
         )
     actual = sha256_file(path)
     if actual != ref.sha256:
@@ -166,20 +206,38 @@ def read_shard_ref(directory: str | Path, name: str = "shard") -> ShardRef:
     return read_json(Path(directory) / f"{name}.json", ShardRef)
 
 
-def read_model(model_dir: str | Path) -> tuple[ModelCard, Path]:
-    """The model card in ``model_dir`` and its weights file, checked against the card's hash."""
+CARD = "card.json"
+
+
+def _model_files(directory: Path) -> list[str]:
+    """Every file of a model folder except its card, as sorted relative POSIX paths."""
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
+                  if p.is_file() and p.name != CARD)
+
+
+def read_model(model_dir: str | Path) -> ModelCard:
+    """The card of ``model_dir``, after checking every file of the folder against it (once).
+
+    A file the card does not list (e.g. a pickled ``pytorch_model.bin`` dropped in) is refused
+    too: the folder must hold exactly what the fit stage wrote.
+    """
     directory = Path(model_dir)
-    card = read_json(directory / "card.json", ModelCard)
-    weights = directory / card.weights_file
-    if not weights.is_file():
-        raise ArtefactError(f"{weights} is missing; re-run the fit stage (`dvc repro`)")
-    actual = sha256_file(weights)
-    if actual != card.weights_sha256:
+    card = read_json(directory / CARD, ModelCard)
+    present = _model_files(directory)
+    missing = sorted(set(card.files) - set(present))
+    if missing:
+        raise ArtefactError(f"{directory}: {', '.join(missing)} missing; {recovery(directory)}")
+    unknown = sorted(set(present) - set(card.files))
+    if unknown:
         raise ArtefactError(
-            f"{weights} is corrupted: expected sha256 {card.weights_sha256}, found {actual}; "
-            "re-run the fit stage (`dvc repro`) or `dvc checkout`"
+            f"{directory} holds files its card does not list ({', '.join(unknown)}); the lab "
+            f"loads only what its fit stage wrote: remove them, or {recovery(directory)}"
         )
-    return card, weights
+    for name, expected in card.files.items():
+        actual = sha256_file(directory / name)
+        if actual != expected:
+            raise ShardIntegrityError(str(directory / name), expected, actual, what="model file")
+    return card
 
 
 def write_model_card(
@@ -187,7 +245,7 @@ def write_model_card(
     summary: FitSummary,
     *,
     modality: str,
-    lineage: str,
+    lineage: str | None,
     iteration: int,
     manifest_sha256: str,
     train_items: int,
@@ -195,6 +253,8 @@ def write_model_card(
 ) -> ModelCard:
     """Wrap a service's :class:`FitSummary` into ``model_dir/card.json`` (written last)."""
     directory = Path(model_dir)
+    if not (directory / summary.weights_file).is_file():
+        raise ArtefactError(f"the fit wrote no {summary.weights_file} in {directory}")
     card = ModelCard(
         modality=modality,
         lineage=lineage,
@@ -204,9 +264,10 @@ def write_model_card(
         hyperparameters=summary.hyperparameters,
         parameter_count=summary.parameter_count,
         weights_file=summary.weights_file,
-        weights_sha256=sha256_file(directory / summary.weights_file),
+        files={name: sha256_file(directory / name) for name in _model_files(directory)},
         seed=seed,
         library_versions=summary.library_versions,
+        compute=summary.compute,
     )
-    write_json(directory / "card.json", card)
+    write_json(directory / CARD, card)
     return card

@@ -5,24 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from collapse.cli import finite_float, int_at_least
 from collapse.contracts import REGIMES
 from collapse.modality import ConfigError
-from collapse_linreg.service import LinregModality
+from collapse_linreg.config import PRESETS, LinregConfig
 from collapse_linreg.simulate import simulate
 from collapse_linreg.theory import expected_error
-
-
-def _int_at_least(low: int):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -30,7 +18,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "dim": args.dim, "samples": args.samples, "sigma": args.sigma, "ridge": args.ridge,
         "cov_decay": args.cov_decay, "fresh_design": args.fresh_design,
     }
-    config = LinregModality().config("default", overrides)
+    try:
+        config = LinregConfig.model_validate({**PRESETS["default"], **overrides})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     policy = REGIMES[args.regime]
     seeds = [args.seed + k for k in range(args.seeds)]
     result = simulate(config, policy, args.iterations, seeds, progress=not args.json)
@@ -60,19 +51,18 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         description="Mean/SEM over seeds of ‖ŵ_n − w*‖²_Σ, with the closed form where known.",
     )
     sub.add_argument("--regime", required=True, choices=list(REGIMES))
-    sub.add_argument("--dim", type=_int_at_least(1), required=True, help="d")
-    sub.add_argument("--samples", type=_int_at_least(1), required=True, help="T (>= d+2 for OLS)")
-    sub.add_argument("--sigma", type=float, required=True, help="noise standard deviation σ")
-    sub.add_argument("--iterations", type=_int_at_least(1), required=True)
-    sub.add_argument("--seeds", type=_int_at_least(2), required=True,
+    sub.add_argument("--dim", type=int_at_least(1, 10_000), required=True, help="d")
+    sub.add_argument("--samples", type=int_at_least(1, 10_000_000), required=True, help="T (>= d+2 for OLS)")
+    sub.add_argument("--sigma", type=finite_float(0, 1e6, above=True), required=True,
+                     help="noise standard deviation σ in (0, 1e6]")
+    sub.add_argument("--iterations", type=int_at_least(1, 100_000), required=True)
+    sub.add_argument("--seeds", type=int_at_least(2, 100_000), required=True,
                      help="replicates (>= 2, for the SEM)")
-    sub.add_argument("--ridge", type=float, default=0.0, help="λ >= 0 (0 = OLS)")
-    sub.add_argument("--cov-decay", type=float, default=1.0,
+    sub.add_argument("--ridge", type=finite_float(0, 1e12), default=0.0, help="λ >= 0 (0 = OLS)")
+    sub.add_argument("--cov-decay", type=finite_float(0, 1, above=True), default=1.0,
                      help="C in (0, 1]: Σ = diag(C^0, …, C^(d-1)); 1 = isotropic")
-    sub.add_argument("--seed", type=_int_at_least(0), default=0, help="first replicate's seed")
+    sub.add_argument("--seed", type=int_at_least(0), default=0, help="first replicate's seed")
     sub.add_argument("--fresh-design", action="store_true", help="new x for every generation")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.set_defaults(func=cmd_simulate)
 
-
-__all__ = ["ConfigError", "add_commands"]

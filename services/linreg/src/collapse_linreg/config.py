@@ -46,6 +46,9 @@ class LinregConfig(Contract):
         default=False, description="draw new x for every generation instead of reusing X"
     )
     test_items: int = Field(default=1000, ge=1, description="noiseless real test rows")
+    reserve_items: int = Field(
+        default=1000, ge=0, description="real rows beyond T for fresh-data policies (accumulate_fresh)"
+    )
     figures: FigureSweep
 
     @model_validator(mode="after")

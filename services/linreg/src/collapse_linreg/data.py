@@ -47,28 +47,34 @@ def draw_problem(
 
 
 def synthetic_rows(
-    rng: np.random.Generator,
+    seed: int,
+    producer: int,
     w_hat: np.ndarray,
     design: np.ndarray,
-    items: int,
+    start: int,
+    stop: int,
     sigma: float,
     fresh_design_scales: np.ndarray | None,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Model ŵ's ``items`` rows: (x, y). x is None when rows reuse the fixed design.
+    """Rows ``[start, stop)`` of model ``producer``'s stream under lineage ``seed``: (x, y).
 
     Fixed design: row r has x = design[r mod T] (the paper's setup); fresh design: new
-    x ~ N(0, Σ) drawn first from ``rng``. Labels are x·ŵ + σ·ε in both cases.
+    x ~ N(0, Σ) from a stream of its own. Labels are x·ŵ + σ·ε_r. Noise and x come from
+    separate seeded streams read from position 0, so row r is the same whatever ``start``/
+    ``stop`` a caller asks for. x is None when rows reuse the fixed design.
     """
+    noise = rng_for(seed, "linreg", "generate", producer).standard_normal(stop)[start:]  # (k,)
     if fresh_design_scales is not None:
-        x = rng.standard_normal((items, len(w_hat))) * fresh_design_scales
-        return x, x @ w_hat + sigma * rng.standard_normal(items)
-    mean = np.resize(design @ w_hat, items)  # (items,) design rows cycled
-    return None, mean + sigma * rng.standard_normal(items)
+        x_stream = rng_for(seed, "linreg", "generate-x", producer)
+        x = x_stream.standard_normal((stop, len(w_hat)))[start:] * fresh_design_scales  # (k, d)
+        return x, x @ w_hat + sigma * noise
+    mean = (design @ w_hat)[np.arange(start, stop) % design.shape[0]]  # (k,) design rows cycled
+    return None, mean + sigma * noise
 
 
-def cycled_design(design: np.ndarray, items: int) -> np.ndarray:
-    """(items, d): design rows repeated in order, as the fixed-design generator uses them."""
-    return design[np.arange(items) % design.shape[0]]
+def cycled_design(design: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """(stop - start, d): design rows repeated in order, as the fixed-design generator uses them."""
+    return design[np.arange(start, stop) % design.shape[0]]
 
 
 def pack_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from typing import TYPE_CHECKING
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from collapse.contracts import REGIMES
-from collapse.report import save_figure
+from collapse.plotting import pyplot, save_figure
 from collapse.store import write_plain_json
 from collapse_linreg.config import FigureSweep, LinregConfig
 from collapse_linreg.simulate import simulate
 from collapse_linreg.theory import expected_error
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 COLOURS = {"replace": "tab:red", "accumulate": "tab:blue", "replace_multiple": "tab:orange",
            "accumulate_subsample": "tab:green", "accumulate_fresh": "tab:purple"}
@@ -42,6 +42,7 @@ def run_sweep(sweep: FigureSweep) -> list[dict[str, object]]:
 
 def _plot(sweep: FigureSweep, records: list[dict[str, object]], iterations: int, log: bool) -> Figure:
     panels = len(sweep.samples)
+    plt = pyplot()
     figure, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.4), squeeze=False)
     for axis, t in zip(axes[0], sweep.samples, strict=True):
         for record in (r for r in records if r["samples"] == t):

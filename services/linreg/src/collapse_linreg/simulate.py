@@ -24,7 +24,6 @@ from collapse.policy import (
     real_items_needed,
     synthetic_inputs,
 )
-from collapse.seeds import rng_for
 from collapse_linreg.config import LinregConfig
 from collapse_linreg.data import coordinate_scales, draw_problem, synthetic_rows
 from collapse_linreg.estimator import naive_fit, solve, test_error
@@ -100,9 +99,9 @@ class Simulator:
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
         for k, seed in enumerate(self.seeds):
-            rng = rng_for(seed, "linreg", "generate", producer)
             x, y = synthetic_rows(
-                rng, weights[k], self.design[k], items, self.config.sigma, self.fresh_scales
+                seed, producer, weights[k], self.design[k], 0, items, self.config.sigma,
+                self.fresh_scales,
             )
             if x is not None:
                 xs.append(x)

@@ -25,7 +25,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from collapse.seeds import derive_seed, rng_for
-from collapse_lm.sample import HFSampler, NaiveSampler, SamplingSettings, VllmSampler, vllm_installed
+from collapse_lm.sample import HFSampler, NaiveSampler, VllmSampler, vllm_installed
+from collapse_lm.settings import SamplingSettings
 from collapse_lm.tokenizer import BOS, EOS, PAD, train_tokenizer
 
 SPECIAL_TOKENS = (BOS, EOS, PAD)  # ids 0, 1, 2 in every tokenizer built here

@@ -7,8 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from collapse.contracts import Contract
-from collapse_lm.sample import SamplingSettings
-from collapse_lm.train import TrainSettings
+from collapse_lm.settings import SamplingSettings, TrainSettings
 
 
 class LmData(Contract):
@@ -30,6 +29,9 @@ class LmData(Contract):
     )
     vocab_size: int = Field(ge=260, le=65535)
     shard_documents: int = Field(default=100_000, ge=1, description="documents per real shard")
+    reserve_documents: int = Field(
+        default=0, ge=0, description="real documents beyond T for fresh-data policies (accumulate_fresh)"
+    )
 
     @model_validator(mode="after")
     def _path_when_needed(self) -> LmData:

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from collapse.contracts import DatasetManifest, ManifestEntry
 from collapse.store import read_json, write_plain_json
 from collapse_lm.model import build_model, count_parameters
-from collapse_lm.train import TrainSettings, train
+from collapse_lm.settings import TrainSettings
+from collapse_lm.train import train
 
 
 class FitJob(BaseModel):

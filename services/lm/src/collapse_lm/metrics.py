@@ -9,22 +9,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-
-from collapse_lm.train import Windows
 
 Sample = Sequence[int]
 
 
+class Windows(Protocol):
+    """Any indexable collection of token windows, e.g. :class:`collapse_lm.tokens.TokenWindows` or a list."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> np.ndarray:
+        """(block_size + 1,) integer token ids: inputs ``[:-1]``, targets ``[1:]``."""
+        ...
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without an initialised process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA, plain fp32 on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 # ---------------------------------------------------------------------------------------------
-# Cross entropy on real windows
+# Cross entropy on real windows: the one implementation (fit-time evaluation and evaluate stage)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -40,46 +64,49 @@ def cross_entropy(
     windows: Windows,
     *,
     batch_size: int,
-    device: str = "cpu",
-    max_batches: int | None = None,
+    device: str | torch.device | None = None,
+    max_windows: int | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
     """Mean next-token cross entropy (nats per predicted token) of ``model`` over ``windows``.
 
-    Each window ``w`` is an int64 array of shape (block + 1,): the inputs are ``w[:-1]``, the
-    targets ``w[1:]``, so each window predicts ``block`` tokens. The mean is over all predicted tokens
-    of all windows used (the first ``max_batches * batch_size`` windows when ``max_batches`` is set).
-    The model runs in eval mode without gradients (its training mode is restored afterwards).
+    Each window ``w`` is an int array of shape (block + 1,): the inputs are ``w[:-1]``, the
+    targets ``w[1:]``. The mean is over all predicted tokens of the first ``max_windows`` windows
+    (all when None). Under an initialised process group every rank scores every world-th window
+    and the sums are reduced, so any number of ranks gives the same value. Logits are scored in
+    fp32 (bf16 autocast for the forward on CUDA). The model's training mode is restored.
     Returns ``{"cross_entropy": nats, "perplexity": exp(nats)}``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    count = len(windows)
-    if max_batches is not None:
-        count = min(count, max_batches * batch_size)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    count = len(windows) if max_windows is None else min(len(windows), max_windows)
     if count == 0:
         raise ValueError("cross_entropy needs at least one window (got none): check the validation split")
     lengths = {np.asarray(windows[i]).shape for i in range(min(count, batch_size))}
     if len(lengths) != 1 or len(next(iter(lengths))) != 1 or next(iter(lengths))[0] < 2:
         raise ValueError(f"windows must be 1-D arrays of one length block + 1 >= 2, got shapes {sorted(lengths)}")
+    rank, size = world()
+    mine = np.arange(rank, count, size)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (nats, predicted tokens)
     was_training = model.training
     model.eval()
-    total_nats = 0.0
-    total_tokens = 0
     try:
-        starts = range(0, count, batch_size)
+        starts = range(0, len(mine), batch_size)
         for start in tqdm(starts, desc="cross entropy", unit="batch", disable=not progress, leave=False):
-            stop = min(start + batch_size, count)
-            batch = np.stack([np.asarray(windows[i], dtype=np.int64) for i in range(start, stop)])  # (B, block + 1)
+            batch = np.stack([np.asarray(windows[int(i)], dtype=np.int64) for i in mine[start : start + batch_size]])
             tokens = torch.from_numpy(batch).to(device)  # (B, block + 1)
             inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, block) each
-            logits = _logits(model, inputs).float()  # (B, block, V)
-            nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-            total_nats += float(nats)
-            total_tokens += targets.numel()
+            with autocast(device):
+                logits = _logits(model, inputs)  # (B, block, V)
+            nats = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+            totals[0] += nats.double()
+            totals[1] += targets.numel()
     finally:
         model.train(was_training)
-    mean = total_nats / total_tokens
+    if size > 1:
+        dist.all_reduce(totals)
+    mean = float(totals[0] / totals[1])
     return {"cross_entropy": mean, "perplexity": math.exp(mean)}
 
 

@@ -28,7 +28,6 @@ from types import SimpleNamespace
 from typing import Any, Literal, Protocol, cast
 
 import torch
-from pydantic import Field
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
@@ -41,8 +40,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from collapse.contracts import Contract
 from collapse.seeds import derive_seed
+from collapse_lm.settings import SamplingSettings
 
 Backend = Literal["hf", "vllm", "naive"]
 
@@ -55,16 +54,6 @@ VLLM_MISSING = (
 
 # vLLM's "top-k off": -1 in every release (recent ones prefer 0 but still accept -1 as disabled).
 VLLM_TOP_K_OFF = -1
-
-
-class SamplingSettings(Contract):
-    """How samples are drawn (the same for every backend)."""
-
-    temperature: float = Field(default=1.0, gt=0, description="softmax temperature (paper ablation: 0.3)")
-    top_p: float = Field(default=1.0, gt=0, le=1, description="nucleus sampling mass; 1.0 = off")
-    top_k: int = Field(default=0, ge=0, description="keep the k most likely tokens; 0 = off")
-    max_new_tokens: int = Field(default=256, ge=1, description="tokens generated after BOS at most")
-    batch_size: int = Field(default=64, ge=1, description="sequences generated together")
 
 
 def sample_seed(lineage_seed: int, iteration: int, index: int) -> int:

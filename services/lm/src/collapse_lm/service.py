@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -10,25 +11,28 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any
 
 import numpy as np
 
-from collapse.contracts import DatasetManifest, FitSummary, ManifestEntry, RealDataCard, ShardRef
-from collapse.modality import ConfigError, Modality
+from collapse.contracts import DatasetManifest, FitSummary, ManifestEntry, ModelCard, RealDataCard, ShardRef
+from collapse.modality import ConfigError, Generator, LineageView, Modality, ReportBlock
 from collapse.seeds import derive_seed, rng_for
-from collapse.store import ArtefactError, atomic_write_bytes, read_model
+from collapse.store import ArtefactError, atomic_write_bytes
 from collapse_lm.config import PRESETS, LmConfig
-
-if TYPE_CHECKING:
-    from collapse_lm.sample import Sampler
+from collapse_lm.settings import SamplingSettings
 
 TOKENIZER_DIR = "tokenizer"
-
-
-def _real_dir(real: RealDataCard) -> Path:
-    return Path(real.test[0].path).parent
+LOG_FILE = "train_log.jsonl"
+# what a fit records about itself (timings are printed, never stored: outputs stay byte-identical)
+_RESULT_KEYS = ("steps", "steps_per_epoch", "epochs", "tokens", "final_train_loss", "final_eval_loss",
+                "world_size", "device", "parameters", "train_windows", "train_documents",
+                "train_tokens_available")
+_DATA = ("collapse_lm.service", "collapse_lm.corpus", "collapse_lm.tokenizer", "collapse_lm.tokens")
+_MODEL = ("collapse_lm.service", "collapse_lm.model", "collapse_lm.tokens", "collapse_lm.tokenizer")
+_SAMPLE = ("collapse_lm.sample", "collapse_lm.settings")
 
 
 def _special_ids(tokenizer_dir: Path) -> dict[str, int]:
@@ -58,9 +62,45 @@ class LmModality(Modality):
     config_model = LmConfig
     presets = PRESETS
     primary_metric = "cross_entropy"
+    step_config = {  # noqa: RUF012
+        "prepare": ("data",),
+        "fit": ("model", "train", "first_iteration_epochs", "nproc"),
+        "evaluate": ("train.block_size", "train.device", "eval_batch_size", "eval_samples", "sampling",
+                     "backend"),
+        "generate": ("sampling", "backend", "show_samples", "train.device"),
+    }
+    step_modules = {  # noqa: RUF012
+        "check": ("collapse_lm.config", "collapse_lm.settings", "collapse_lm.model"),
+        "prepare": _DATA,
+        "fit": (*_MODEL, "collapse_lm.train", "collapse_lm.ddp", "collapse_lm.metrics", "collapse_lm.settings"),
+        "evaluate": (*_MODEL, "collapse_lm.metrics", *_SAMPLE),
+        "generate": (*_MODEL, *_SAMPLE),
+        "report": ("collapse_lm.report",),
+    }
+    paper_note = ("Paper Table 2: GPT-2 9M on TinyStories (470M tokens, vocabulary 8000, one epoch per "
+                  "iteration); the lab's default is a 1.85M GPT-2 on 250 children's stories on a CPU, "
+                  "so only the direction of the change is comparable, not the values.")
+    paper_numbers = {  # noqa: RUF012
+        "replace": [("paper GPT-2 9M (Table 2 + follow-up code)",
+                     {1: 1.815, 2: 2.072, 3: 2.205, 4: 2.304, 5: 2.394, 10: 2.91})],
+        "accumulate": [("paper GPT-2 9M (Table 2)", {1: 1.82, 4: 1.74})],
+        "replace_multiple": [("paper GPT-2 9M (Table 2, *)", {1: 1.82, 4: 2.18})],
+    }
 
     def real_items(self, config: LmConfig) -> int:
         return config.data.real_items
+
+    def real_pool_items(self, config: LmConfig) -> int:
+        return config.data.real_items + config.data.reserve_documents
+
+    def validate(self, config: LmConfig) -> None:
+        from collapse_lm.model import PRESETS as MODELS
+
+        if config.model not in MODELS:
+            raise ConfigError(f"lm.config.model {config.model!r} is not a preset; allowed: {', '.join(MODELS)}")
+        if config.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ConfigError("lm.config.backend is 'vllm' but vLLM is not installed in this environment: run the "
+                              "lab from the vLLM environment (`nox -s vllm`) or set lm.config.backend: hf")
 
     # --- real data ------------------------------------------------------------------------------
 
@@ -81,16 +121,17 @@ class LmModality(Modality):
         order = rng_for(data_seed, "lm", "train-order").permutation(len(train))
         return [train[i] for i in order], valid
 
-    def prepare(self, config: LmConfig, out_dir: Path, pool_items: int, data_seed: int) -> RealDataCard:
+    def prepare(self, config: LmConfig, out_dir: Path, data_seed: int) -> RealDataCard:
         from collapse_lm.tokenizer import encode_documents, train_tokenizer
         from collapse_lm.tokens import write_token_shard
 
         train, valid = self._documents(config, data_seed)
+        t, pool_items = config.data.real_items, self.real_pool_items(config)
         if len(train) < pool_items:
             raise ConfigError(
-                f"the {config.data.source} corpus has {len(train)} training documents but the "
-                f"lineages need {pool_items} (T = {config.data.real_items} plus fresh real data); "
-                "lower lm.config.data.train_documents / fraction, or use a larger corpus"
+                f"the {config.data.source} corpus has {len(train)} training documents but the config "
+                f"needs {pool_items} (T = {t} plus reserve_documents {config.data.reserve_documents}): lower "
+                "lm.config.data.train_documents / fraction / reserve_documents, or use a larger corpus"
             )
         if len(valid) < config.data.validation_documents:
             raise ConfigError(
@@ -98,25 +139,26 @@ class LmModality(Modality):
                 f"{config.data.validation_documents}: lower lm.config.data.validation_documents"
             )
         pool, valid = train[:pool_items], valid[: config.data.validation_documents]
-        tokenizer = train_tokenizer(pool[: config.data.real_items], config.data.vocab_size,
-                                    out_dir / TOKENIZER_DIR)
+        tokenizer = train_tokenizer(pool[:t], config.data.vocab_size, out_dir / TOKENIZER_DIR)
         bos = tokenizer.bos_token_id
         encoded = encode_documents(tokenizer, pool)
         step = config.data.shard_documents
+        # shards [0, T) first (iteration 1 reads exactly those), then the reserve
+        bounds = [*range(0, t, step), *range(t, pool_items, step), pool_items]
         train_refs = [
-            write_token_shard(out_dir / f"train-{i // step:04d}.npy", encoded[i : i + step],
-                              bos_id=bos, origin="real", produced_by=0)
-            for i in range(0, len(encoded), step)
+            write_token_shard(out_dir / f"train-{k:04d}.npy", encoded[a:b], bos_id=bos, origin="real",
+                              produced_by=0)
+            for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)) if b > a
         ]
         test_ref = write_token_shard(out_dir / "valid.npy", encode_documents(tokenizer, valid),
                                      bos_id=bos, origin="real", produced_by=0)
         return RealDataCard(
-            modality=self.name, train=train_refs, test=[test_ref],
-            initial_items=config.data.real_items, data_seed=data_seed,
+            modality=self.name, root=out_dir.as_posix(), train=train_refs, test=[test_ref],
+            initial_items=t, data_seed=data_seed,
             description=(
-                f"{config.data.source}: {len(pool)} training documents (T = "
-                f"{config.data.real_items}), {len(valid)} validation documents, byte-level BPE "
-                f"vocabulary {len(tokenizer)} trained on the T real training documents"
+                f"{config.data.source}: {len(pool)} training documents (T = {t}, reserve "
+                f"{len(pool) - t}), {len(valid)} validation documents, byte-level BPE vocabulary "
+                f"{len(tokenizer)} trained on the T real training documents"
             ),
         )
 
@@ -129,7 +171,7 @@ class LmModality(Modality):
 
         from collapse_lm.model import describe
 
-        tokenizer_dir = _real_dir(real) / TOKENIZER_DIR
+        tokenizer_dir = Path(real.root) / TOKENIZER_DIR
         special = _special_ids(tokenizer_dir)
         epochs = config.train.epochs
         if manifest.iteration == 1 and config.first_iteration_epochs is not None:
@@ -137,7 +179,7 @@ class LmModality(Modality):
         settings = config.train.model_copy(
             update={"epochs": epochs, "seed": derive_seed(seed, "lm", "fit", manifest.iteration)}
         )
-        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".fit-") as scratch:
+        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-fit-") as scratch:
             job_dir = Path(scratch)
             (job_dir / "manifest.json").write_text(manifest.model_dump_json())
             job = {
@@ -148,32 +190,36 @@ class LmModality(Modality):
                 "settings": settings.model_dump(),
                 "train_manifest": str(job_dir / "manifest.json"),
                 "valid_entries": [ManifestEntry(shard=real.test[0]).model_dump()],
-                "out_dir": str(out_dir / "hf"),
-                "log_path": str(out_dir / "train_log.jsonl"),
+                "out_dir": str(job_dir / "hf"),
+                "log_path": str(job_dir / LOG_FILE),
                 "summary_path": str(job_dir / "summary.json"),
             }
             summary = self._run_fit_job(job, job_dir, config.nproc)
-        for item in (out_dir / "hf").iterdir():  # the checkpoint dir *is* the model dir
-            item.rename(out_dir / item.name)
-        (out_dir / "hf").rmdir()
+            for item in (job_dir / "hf").iterdir():  # the checkpoint dir *is* the model dir
+                item.rename(out_dir / item.name)
+            (job_dir / LOG_FILE).rename(out_dir / LOG_FILE)
         for item in tokenizer_dir.iterdir():  # self-contained: HF and vLLM load the dir alone
-            shutil.copy2(item, out_dir / item.name)
+            shutil.copyfile(item, out_dir / item.name)
+        print(f"fit: {summary['tokens_per_second']:.0f} tokens/s, {summary['wall_seconds']:.1f} s")
+        result = {key: summary[key] for key in _RESULT_KEYS if key in summary}
         architecture = describe(config.model, special["vocab_size"])
         return FitSummary(
             hyperparameters={
                 "preset": config.model,
                 "architecture": architecture,
                 "train": settings.model_dump(),
-                "result": summary,
+                "result": result,
             },
             parameter_count=int(architecture["parameters"]),
             weights_file="model.safetensors",
             library_versions={"torch": torch.__version__, "transformers": transformers.__version__,
                               "python": platform.python_version()},
+            compute={"items": float(manifest.items), "optimizer_steps": float(summary["steps"]),
+                     "tokens": float(summary["tokens"]), "epochs": float(epochs)},
         )
 
     @staticmethod
-    def _run_fit_job(job: dict[str, object], job_dir: Path, nproc: int) -> dict[str, object]:
+    def _run_fit_job(job: dict[str, object], job_dir: Path, nproc: int) -> dict[str, Any]:
         if nproc == 1:
             from collapse_lm.ddp import run_job
 
@@ -188,67 +234,118 @@ class LmModality(Modality):
             raise ArtefactError(f"data-parallel fit failed ({' '.join(command)} → {result.returncode})")
         return json.loads(Path(str(job["summary_path"])).read_text())
 
-    # --- evaluate / generate --------------------------------------------------------------------
+    # --- load / evaluate ------------------------------------------------------------------------
 
-    def _sampler(self, config: LmConfig, model_dir: Path, backend: Literal["hf", "vllm", "naive"],
-                 run_dir: Path) -> Sampler:
-        from collapse_lm.sample import make_sampler
+    def load(self, config: LmConfig, model_dir: Path, card: ModelCard, real: RealDataCard) -> LmGenerator:
+        return LmGenerator(config, model_dir, card)
 
-        special = _special_ids(model_dir)
-        return make_sampler(
-            backend, model_dir, config.sampling, bos_id=special["bos_id"], eos_id=special["eos_id"],
-            pad_id=special["pad_id"], tokenizer_dir=model_dir, run_dir=run_dir,
-        )
-
-    def evaluate(self, config: LmConfig, model_dir: Path, real: RealDataCard) -> dict[str, float]:
-        from transformers import AutoModelForCausalLM
-
+    def evaluate(self, config: LmConfig, generator: Generator, real: RealDataCard) -> dict[str, float]:
         from collapse_lm.metrics import cross_entropy, real_unigram_counts, sample_metrics
-        from collapse_lm.sample import HFSampler, sample_seed
         from collapse_lm.tokens import TokenShard, TokenWindows
 
-        card, _ = read_model(model_dir)
-        special = _special_ids(model_dir)
-        valid = TokenWindows([ManifestEntry(shard=real.test[0])], special["bos_id"],
-                             config.train.block_size)
+        assert isinstance(generator, LmGenerator)
+        special = generator.special
+        valid = TokenWindows([ManifestEntry(shard=real.test[0])], special["bos_id"], config.train.block_size)
         if len(valid) == 0:
             raise ArtefactError(f"{real.test[0].path} holds fewer tokens than one block")
-        model = AutoModelForCausalLM.from_pretrained(model_dir)
-        metrics = cross_entropy(model, valid, batch_size=config.eval_batch_size)
-        seeds = [sample_seed(derive_seed(card.seed, "lm", "eval"), card.iteration, i)
-                 for i in range(config.eval_samples)]
-        sampler = HFSampler(model_dir, config.sampling, bos_id=special["bos_id"], eos_id=special["eos_id"],
-                            pad_id=special["pad_id"], model=model)
-        samples = _end_at_document_boundary(sampler.generate(seeds), special)
+        metrics = cross_entropy(generator.model, valid, batch_size=config.eval_batch_size, device=generator.device)
+        samples = generator.sample(0, config.eval_samples, derive_seed(generator.card.seed, "lm", "eval"))
         counts = real_unigram_counts([TokenShard(real.test[0], special["bos_id"]).tokens], special["vocab_size"])
         metrics.update(sample_metrics(samples, counts, special["vocab_size"], special["eos_id"],
                                       ignore_ids=(special["bos_id"], special["pad_id"])))
         return {key: float(value) for key, value in metrics.items()}
 
-    def generate(self, config: LmConfig, model_dir: Path, real: RealDataCard, items: int,
-                 out_dir: Path, produced_by: int, seed: int) -> ShardRef:
-        from collapse_lm.sample import sample_seed
-        from collapse_lm.tokenizer import load_tokenizer
-        from collapse_lm.tokens import write_token_shard
+    # --- report ---------------------------------------------------------------------------------
 
-        special = _special_ids(model_dir)
-        seeds = [sample_seed(seed, produced_by, index) for index in range(items)]
-        with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".sample-") as scratch:
-            samples = self._sampler(config, model_dir, config.backend, Path(scratch)).generate(seeds)
-        samples = _end_at_document_boundary(samples, special)
-        documents = [np.asarray([special["bos_id"], *sample], dtype=np.uint16) for sample in samples]
-        ref = write_token_shard(out_dir / "shard.npy", documents, bos_id=special["bos_id"],
-                                origin="synthetic", produced_by=produced_by)
-        tokenizer = load_tokenizer(model_dir)
-        shown = "\n\n".join(
-            f"--- sample {i} (seed {seeds[i]}) ---\n"
-            + str(tokenizer.decode(samples[i], skip_special_tokens=True))
-            for i in range(min(config.show_samples, items))
-        )
-        atomic_write_bytes(out_dir / "stories.txt", (shown + "\n").encode())
-        return ref
+    def learning_curve(self, model_dir: Path) -> list[dict[str, float]]:
+        log = model_dir / LOG_FILE
+        if not log.is_file():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    def report_blocks(self, config: LmConfig, lineages: list[LineageView], out_dir: Path) -> list[ReportBlock]:
+        from collapse_lm.report import story_excerpts
+
+        return [story_excerpts(lineages)]
 
     def add_commands(self, parser: argparse.ArgumentParser) -> None:
         from collapse_lm.cli import add_commands
 
         add_commands(parser)
+
+
+class LmGenerator(Generator):
+    """A trained LM loaded once (on the configured device) with its tokenizer.
+
+    Document i of the stream of ``seed`` is drawn with its own seed
+    ``sample_seed(seed, iteration, i)`` (Gumbel-max noise per row in the HF backend), so it is the
+    same whichever batch it is drawn in.
+    """
+
+    chunk_items = 4096
+
+    def __init__(self, config: LmConfig, model_dir: Path, card: ModelCard) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from collapse_lm.tokenizer import load_tokenizer
+        from collapse_lm.train import resolve_device
+
+        if not (model_dir / "model.safetensors").is_file():
+            raise ArtefactError(f"{model_dir} holds no model.safetensors (the lab loads safetensors only)")
+        self.card, self.config, self.model_dir = card, config, model_dir
+        self.special = _special_ids(model_dir)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.device = resolve_device(config.train.device)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=torch.float32, local_files_only=True, use_safetensors=True, trust_remote_code=False)
+        self.model = model.to(self.device).eval()
+        self._samplers: dict[str, Any] = {}
+        self._scratch: Path | None = None
+
+    def settings(self, options: Mapping[str, Any] | None) -> SamplingSettings:
+        if not options:
+            return self.config.sampling
+        return SamplingSettings.model_validate({**self.config.sampling.model_dump(), **options})
+
+    def _sampler(self, settings: SamplingSettings) -> Any:
+        key = settings.model_dump_json()
+        if key not in self._samplers:
+            from collapse_lm.sample import HFSampler, make_sampler
+
+            ids = {k: self.special[k] for k in ("bos_id", "eos_id", "pad_id")}
+            if self.config.backend == "hf":
+                self._samplers[key] = HFSampler(self.model_dir, settings, model=self.model,
+                                                device=str(self.device), **ids)
+            else:
+                self._scratch = self._scratch or Path(tempfile.mkdtemp(prefix="collapse-vllm-"))
+                self._samplers[key] = make_sampler(self.config.backend, self.model_dir, settings,
+                                                   tokenizer_dir=self.model_dir, run_dir=self._scratch, **ids)
+        return self._samplers[key]
+
+    def sample(self, start: int, stop: int, seed: int, options: Mapping[str, Any] | None = None) -> list[list[int]]:
+        """Token ids (no BOS, EOS included when emitted) of documents ``[start, stop)``."""
+        from collapse_lm.sample import sample_seed
+
+        seeds = [sample_seed(seed, self.card.iteration, index) for index in range(start, stop)]
+        samples = self._sampler(self.settings(options)).generate(seeds)
+        return _end_at_document_boundary(samples, self.special)
+
+    def decode(self, samples: list[list[int]]) -> list[str]:
+        return [str(self.tokenizer.decode(sample, skip_special_tokens=True)) for sample in samples]
+
+    def write(self, items: Iterable[list[list[int]]], out_dir: Path, produced_by: int) -> ShardRef:
+        from collapse_lm.tokens import write_token_shard
+
+        bos = self.special["bos_id"]
+        samples = [sample for chunk in items for sample in chunk]
+        documents = [np.asarray([bos, *sample], dtype=np.uint16) for sample in samples]
+        ref = write_token_shard(out_dir / "shard.npy", documents, bos_id=bos, origin="synthetic",
+                                produced_by=produced_by)
+        shown = self.decode(samples[: self.config.show_samples])
+        text = "\n\n".join(f"--- sample {i} ---\n{story}" for i, story in enumerate(shown))
+        atomic_write_bytes(out_dir / "stories.txt", (text + "\n").encode())
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+        return ref

@@ -16,54 +16,20 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from collapse.seeds import derive_seed
+from collapse_lm.metrics import Windows, autocast, cross_entropy, world
+from collapse_lm.settings import TrainSettings
 
 FLUSH_EVERY = 16  # steps between host syncs (loss read-back, DDP loss average, log write)
 TAIL_STEPS = 20  # final_train_loss = mean loss of the last TAIL_STEPS steps
-
-
-class Windows(Protocol):
-    """Any indexable collection of token windows, e.g. :class:`collapse_lm.tokens.TokenWindows` or a list."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int, /) -> np.ndarray:
-        """(block_size + 1,) integer token ids: inputs ``[:-1]``, targets ``[1:]``."""
-        ...
-
-
-class TrainSettings(BaseModel):
-    """Optimisation hyper-parameters of one fit (recorded in the checkpoint's config)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    epochs: float = Field(default=1.0, gt=0, le=10_000, description="passes over the windows (fractions allowed)")
-    batch_size: int = Field(default=32, ge=1, description="global batch: windows per optimizer step, all ranks")
-    micro_batch_size: int | None = Field(
-        default=None, ge=1, description="windows per forward pass and rank (gradient accumulation); None = all"
-    )
-    block_size: int = Field(default=128, ge=1, description="tokens per window input (windows hold block_size+1)")
-    learning_rate: float = Field(default=1e-3, gt=0, description="peak learning rate")
-    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine floor as a fraction of the peak")
-    warmup_steps: int = Field(default=0, ge=0, description="optimizer steps of linear warm-up (absolute count)")
-    weight_decay: float = Field(default=0.1, ge=0, description="AdamW decay, applied to ≥2-D weights only")
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.95, ge=0, lt=1)
-    grad_clip: float = Field(default=1.0, ge=0, description="max global gradient norm; 0 = no clipping")
-    compile: bool = Field(default=False, description="torch.compile the model")
-    eval_every: int = Field(default=0, ge=0, description="evaluate every this many steps; 0 = only at the end")
-    eval_batches: int = Field(default=20, ge=1, description="evaluate on at most this many batches")
-    seed: int = Field(default=0, ge=0, lt=2**63, description="window order (per epoch) and torch RNG")
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
 
 
 def learning_rate_at(step: int, total_steps: int, settings: TrainSettings) -> float:
@@ -88,13 +54,6 @@ def resolve_device(name: str) -> torch.device:
             raise RuntimeError("settings.device is 'cuda' but CUDA is not available; use 'cpu' or 'auto'")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def _world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) without an initialised process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _vocab_size(model: torch.nn.Module) -> int:
@@ -127,37 +86,13 @@ def _loss(model: torch.nn.Module, tokens: torch.Tensor, reduction: str = "mean")
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA, plain fp32 on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, windows: Windows, settings: TrainSettings,
              device: torch.device | None = None) -> float:
     """Mean next-token loss on the first ``eval_batches · batch_size`` windows (in order), shared over ranks."""
-    device = device or next(model.parameters()).device
-    rank, world = _world()
-    count = min(len(windows), settings.eval_batches * settings.batch_size)
-    if count == 0:
-        raise ValueError("evaluation needs at least one window")
-    mine = np.arange(rank, count, world)
-    chunk = settings.micro_batch_size or max(1, settings.batch_size // world)
-    vocab = _vocab_size(model)
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(mine), chunk):
-        tokens = _batch(windows, mine[start : start + chunk], settings, vocab, device)
-        with _autocast(device):
-            totals[0] += _loss(model, tokens, reduction="sum").double()
-        totals[1] += tokens[:, 1:].numel()
-    model.train(was_training)
-    if world > 1:
-        dist.all_reduce(totals)
-    return float(totals[0] / totals[1])
+    _, size = world()
+    chunk = settings.micro_batch_size or max(1, settings.batch_size // size)
+    return cross_entropy(model, windows, batch_size=chunk, device=device,
+                         max_windows=settings.eval_batches * settings.batch_size, progress=False)["cross_entropy"]
 
 
 def _schedule(n_windows: int, settings: TrainSettings) -> tuple[int, int]:
@@ -206,10 +141,10 @@ def train(model: torch.nn.Module, windows: Windows, settings: TrainSettings, *,
     eval loss, tokens/s, wall seconds). Under an initialised process group the model is wrapped in
     DistributedDataParallel and ``batch_size`` must be divisible by the world size.
     """
-    rank, world = _world()
-    if settings.batch_size % world:
-        raise ValueError(f"batch_size {settings.batch_size} is not divisible by the world size {world}")
-    per_rank = settings.batch_size // world
+    rank, world_size = world()
+    if settings.batch_size % world_size:
+        raise ValueError(f"batch_size {settings.batch_size} is not divisible by the world size {world_size}")
+    per_rank = settings.batch_size // world_size
     micro = settings.micro_batch_size or per_rank
     if per_rank % micro:
         raise ValueError(f"per-rank batch {per_rank} is not divisible by micro_batch_size {micro}")
@@ -222,7 +157,7 @@ def train(model: torch.nn.Module, windows: Windows, settings: TrainSettings, *,
         config.collapse_train = settings.model_dump()
     vocab = _vocab_size(model)
     wrapped: torch.nn.Module = model
-    if world > 1:
+    if world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if settings.compile:
@@ -245,9 +180,9 @@ def train(model: torch.nn.Module, windows: Windows, settings: TrainSettings, *,
         if not pending:
             return
         values = torch.stack([record.pop("loss") for record in pending]).double()
-        if world > 1:
+        if world_size > 1:
             dist.all_reduce(values)
-            values /= world
+            values /= world_size
         norms = torch.stack([record.pop("grad_norm") for record in pending]).double().tolist()
         for record, value, norm in zip(pending, values.tolist(), norms, strict=True):
             losses.append(value)
@@ -272,9 +207,9 @@ def train(model: torch.nn.Module, windows: Windows, settings: TrainSettings, *,
                 for start in range(0, per_rank, micro):
                     tokens = _batch(windows, mine[start : start + micro], settings, vocab, device)  # (b, T+1)
                     last = start + micro >= per_rank
-                    sync = contextlib.nullcontext() if last or world == 1 else wrapped.no_sync()  # type: ignore[operator]
+                    sync = contextlib.nullcontext() if last or world_size == 1 else wrapped.no_sync()  # type: ignore[operator]
                     with sync:
-                        with _autocast(device):
+                        with autocast(device):
                             loss = _loss(wrapped, tokens) * (micro / per_rank)
                         loss.backward()  # type: ignore[no-untyped-call]
                     step_loss += loss.detach()
@@ -314,6 +249,6 @@ def train(model: torch.nn.Module, windows: Windows, settings: TrainSettings, *,
         "final_eval_loss": eval_loss,
         "tokens_per_second": total_steps * step_tokens / max(wall - eval_seconds, 1e-9),
         "wall_seconds": wall,
-        "world_size": world,
+        "world_size": world_size,
         "device": str(device),
     }
