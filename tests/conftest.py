@@ -22,25 +22,73 @@ def command_env() -> dict[str, str]:
     return env
 
 
-def run(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, cwd=cwd, env=command_env(), capture_output=True, text=True, check=False)
+def run(*args: str, cwd: Path = ROOT, check: bool = True, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, env={**command_env(), **(env or {})}, capture_output=True, text=True,
+                            check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    """The committed-or-not project files (what `git ls-files` sees) in a fresh directory."""
+def copy_project(where: Path) -> Path:
+    """The committed-or-not project files (what `git ls-files` sees) in ``where/lab``."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()
-    target = tmp_path / "lab"
+    target = where / "lab"
     for name in listed:
         source = ROOT / name
         if source.is_file() and not name.endswith("dvc.lock"):
             destination = target / name
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_bytes(source.read_bytes())
+    return target
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    return copy_project(tmp_path)
+
+
+def smoke_params(lab: Path, iterations: int, lineages: tuple[str, ...] = ("linreg-replace", "linreg-accumulate",
+                                                                         "lm-replace", "lm-accumulate"),
+                 scale: str = "smoke", env: dict[str, str] | None = None) -> None:
+    """Turn a project copy into a small smoke-scale lab: the given lineages, ``iterations`` each,
+    the graph regenerated and everything committed to a fresh git repository."""
+    import yaml
+
+    params_file = lab / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["lineages"] = {name: {**spec, "iterations": iterations}
+                          for name, spec in params["lineages"].items() if name in lineages}
+    used = {spec["modality"] for spec in params["lineages"].values()}
+    for key in list(params):
+        if key not in ("lineages", "serving") and key not in used:
+            del params[key]
+    for modality in used:
+        params[modality]["scale"] = scale
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    run("collapse", "pipeline", "write", cwd=lab, env=env)
+    if not (lab / ".git").exists():
+        run("git", "init", "-q", cwd=lab)
+    run("git", "add", "-A", cwd=lab)
+    run("git", "commit", "-qm", "smoke lab", cwd=lab)
+
+
+ARTIFACTS = Path(os.environ.get("COLLAPSE_TEST_ARTIFACTS", "/tmp/collapse-test-artifacts"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def slow_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke lab (replace + accumulate per modality, 2 iterations) run once and committed."""
+    target = copy_project(tmp_path_factory.mktemp("slow"))
+    smoke_params(target, 2, ("linreg-replace", "linreg-accumulate", "lm-replace", "lm-accumulate"))
+    run("dvc", "repro", cwd=target)
+    run("git", "add", "-A", cwd=target)
+    run("git", "commit", "-qm", "baseline run", cwd=target)
     return target

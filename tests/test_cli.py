@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import run
 
 
@@ -63,22 +65,31 @@ def test_bad_numbers_name_the_argument() -> None:
 
 
 def test_unknown_lineage_and_missing_artefacts(tmp_path: Path) -> None:
-    error = _fails("collapse", "fit", "--lineage", "nope", "--manifest", "m.json", "--real", "r",
+    error = _fails("collapse", "fit", "--lineage", str(tmp_path / "nope.json"), "--iteration", "2",
+                   "--real", "r", "--manifest-out", "m.json", "--out", str(tmp_path / "model"))
+    assert "real.json does not exist" in error
+    error = _fails("collapse", "fit", "--modality", "linreg", "--seed", "0", "--iteration", "1",
+                   "--real", str(tmp_path / "nowhere"), "--manifest-out", str(tmp_path / "m.json"),
                    "--out", str(tmp_path / "model"))
-    assert "unknown lineage 'nope'" in error and "linreg-replace" in error
-    error = _fails("collapse", "manifest", "--lineage", "linreg-replace", "--iteration", "1",
-                   "--real", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m.json"))
     assert "real.json does not exist" in error
     assert not (tmp_path / "m.json").exists()
 
 
 def test_bad_params_file(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("linreg: {scale: enormous}\nlineages: {}\n")
-    error = _fails("collapse", "prepare", "--modality", "linreg", "--pool-items", "10",
-                   "--out", "real", cwd=tmp_path)
+    error = _fails("collapse", "prepare", "--modality", "linreg", "--out", "real", cwd=tmp_path)
     assert "unknown scale 'enormous'" in error and "smoke, default, paper" in error
-    error = _fails("collapse", "prepare", "--modality", "audio", "--pool-items", "10", "--out", "r")
+    error = _fails("collapse", "prepare", "--modality", "audio", "--out", "r")
     assert "--modality" in error and "linreg" in error and "lm" in error
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ("inf", "finite"), ("nan", "finite"), ("1e300", "<= 1000000"), ("abc", "expected a number"),
+])
+def test_simulate_rejects_non_finite_and_huge_numbers(value: str, needle: str) -> None:
+    error = _fails("collapse", "linreg", "simulate", "--regime", "replace", "--dim", "2",
+                   "--samples", "10", "--sigma", value, "--iterations", "2", "--seeds", "3", "--json")
+    assert "--sigma" in error and needle in error
 
 
 def test_lineages_lists_status() -> None:

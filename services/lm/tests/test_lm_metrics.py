@@ -126,8 +126,8 @@ def test_cross_entropy_matches_manual(model: GPT2LMHeadModel) -> None:
     assert set(result) == {"cross_entropy", "perplexity"}
     assert result["cross_entropy"] == pytest.approx(expected, rel=1e-5)
     assert result["perplexity"] == pytest.approx(math.exp(expected), rel=1e-5)
-    # max_batches: the first 2 batches of 3 windows only
-    limited = cross_entropy(model, windows, batch_size=3, max_batches=2, progress=False)
+    # max_windows: the first 6 windows only
+    limited = cross_entropy(model, windows, batch_size=3, max_windows=6, progress=False)
     assert limited["cross_entropy"] == pytest.approx(_manual_cross_entropy(model, windows[:6]), rel=1e-5)
 
 

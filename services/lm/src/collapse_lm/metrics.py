@@ -79,7 +79,9 @@ def cross_entropy(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
     count = len(windows) if max_windows is None else min(len(windows), max_windows)
     if count == 0:
         raise ValueError("cross_entropy needs at least one window (got none): check the validation split")
