@@ -66,7 +66,7 @@ ABLATIONS: list[tuple[str, str]] = [
 @pytest.mark.parametrize(("command", "expect"), ABLATIONS, ids=[a[0].split(" -S ", 1)[1] for a in ABLATIONS])
 def test_ablation(lab: Path, command: str, expect: str) -> None:
     _reset(lab)
-    tool = command.split()[0]
+    tool = command.split(maxsplit=1)[0]
     settings = re.findall(r"-S (\S+)", command)
     ran = _exp(lab, *settings, tool=tool)
     assert "check" in ran

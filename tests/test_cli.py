@@ -111,3 +111,40 @@ def test_module_entry_point() -> None:
 
     result = run(sys.executable, "-m", "collapse", "lineages", "--json", "--runs", "/nonexistent")
     assert json.loads(result.stdout)
+
+
+BAD_INPUTS = [
+    (["check", "--params", "nope.yaml"], "nope.yaml does not exist"),
+    (["prepare", "--modality", "linreg", "--params", "nope.yaml", "--out", "x"], "nope.yaml does not exist"),
+    (["prepare", "--modality", "linreg"], "--out"),
+    (["fit", "--modality", "linreg", "--seed", "-1", "--iteration", "1", "--real", "r", "--manifest-out", "m",
+      "--out", "o"], "--seed"),
+    (["fit", "--modality", "linreg", "--seed", "0", "--iteration", "zero", "--real", "r", "--manifest-out", "m",
+      "--out", "o"], "--iteration"),
+    (["fit", "--seed", "0", "--iteration", "1", "--real", "r", "--manifest-out", "m", "--out", "o"], "--lineage"),
+    (["evaluate", "--model", "/nonexistent/model", "--real", "r", "--out", "e.json"], "card.json does not exist"),
+    (["generate", "--lineage", "/nonexistent.json", "--iteration", "1", "--model", "m", "--real", "r",
+      "--out", "s"], "nonexistent.json does not exist"),
+    (["generate", "--lineage", "l.json", "--iteration", "-2", "--model", "m", "--real", "r", "--out", "s"],
+     "--iteration"),
+    (["figures", "--modality", "nothing", "--out", "f"], "--modality"),
+    (["report", "--params", "nope.yaml"], "nope.yaml does not exist"),
+    (["lineages", "--params", "nope.yaml"], "nope.yaml does not exist"),
+    (["pipeline", "rewrite"], "action"),
+    (["exp", "run", "-S", "lineages.nothing.seed=3"], "lineages.nothing does not exist"),
+    (["exp", "run", "-S", "linreg.scale"], "expected key=value"),
+    (["linreg", "simulate", "--regime", "replace", "--dim", "0", "--samples", "10", "--sigma", "1",
+      "--iterations", "2", "--seeds", "3"], "--dim"),
+    (["linreg", "simulate", "--regime", "replace", "--dim", "2", "--samples", "10", "--sigma", "1",
+      "--iterations", "2", "--seeds", "3", "--ridge", "-inf"], "--ridge"),
+    (["linreg", "simulate", "--regime", "replace", "--dim", "2", "--samples", "10", "--sigma", "1",
+      "--iterations", "2", "--seeds", "3", "--cov-decay", "1.5"], "--cov-decay"),
+    (["lm", "describe", "--preset", "gpt2-9m", "--vocab-size", "many"], "--vocab-size"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_INPUTS, ids=[" ".join(a[:2]) for a, _ in BAD_INPUTS])
+def test_every_command_rejects_bad_input_by_name(args: list[str], needle: str) -> None:
+    error = _fails("collapse", *args)
+    assert needle in error, error
+    assert "internal error" not in error

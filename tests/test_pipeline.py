@@ -144,13 +144,3 @@ def test_smoke_pipeline_end_to_end(smoke_lab: Path) -> None:
     report_code = lab / "shared/src/collapse/report.py"
     report_code.write_text(report_code.read_text() + "\n# edited\n")
     assert _ran(run("dvc", "repro", cwd=lab).stdout) == {"report"}
-
-    # a sampling temperature re-runs no prepare and no iteration-1 fit, and nothing of linreg
-    params = yaml.safe_load((lab / "params.yaml").read_text())
-    params["lm"]["config"] = {"sampling": {"temperature": 0.5}}
-    (lab / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = _ran(run("dvc", "repro", cwd=lab).stdout)
-    assert "lm.prepare" not in ran and "lm.iter1.seed0.fit" not in ran
-    assert not any("linreg" in stage for stage in ran)
-    assert {"lm.iter1.seed0.evaluate", "pipelines/lm-replace/iter_1/dvc.yaml:generate",
-            "pipelines/lm-replace/iter_2/dvc.yaml:fit"} <= ran

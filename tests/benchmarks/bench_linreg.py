@@ -16,6 +16,7 @@ from collapse.contracts import REGIMES
 from collapse_linreg.config import PRESETS, LinregConfig
 from collapse_linreg.simulate import simulate
 
+
 def bench_simulator(seeds: int, iterations: int) -> None:
     config = LinregConfig.model_validate(
         {"dim": 100, "samples": 1000, "sigma": 1.0, "figures": PRESETS["default"]["figures"]}

@@ -180,12 +180,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_exp_run(args: argparse.Namespace) -> int:
     """`dvc exp run -S …` for any change, topology included: edit params, regenerate, run."""
+    import yaml
+
     from collapse import pipeline
     from collapse.overrides import apply_overrides
     from collapse.params import parse_params, validate_all
     from collapse.store import atomic_write_bytes
-
-    import yaml
 
     path = Path(args.params)
     raw = yaml.safe_load(path.read_text()) or {}

@@ -144,7 +144,7 @@ class Modality(ABC):
         """Real training items ``prepare`` will write (T + reserve); None if only known then."""
         return None
 
-    def validate(self, config: Any) -> None:
+    def validate(self, config: Any) -> None:  # noqa: B027 (optional hook)
         """Checks beyond the config model that need no data (e.g. a model name exists)."""
 
     @abstractmethod

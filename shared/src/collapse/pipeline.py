@@ -257,8 +257,8 @@ def write(params: LabParams, root: str | Path = ".") -> list[str]:
         for folder in ((base / stale).parent, (base / stale).parent.parent):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-    for path, text in wanted.items():
-        atomic_write_bytes(base / path, text.encode())
+    for name, text in wanted.items():
+        atomic_write_bytes(base / name, text.encode())
     return sorted(wanted)
 
 

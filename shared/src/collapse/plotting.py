@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from collapse.store import atomic_path
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 PNG_METADATA = {"Software": None}  # keep PNG bytes independent of the matplotlib build
 
 
-def pyplot():  # type: ignore[no-untyped-def]
+def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 

@@ -35,15 +35,23 @@ from collapse.store import (
 )
 
 
-def fresh_dir(path: Path) -> Path:
-    """An empty output directory (a stage's outputs are re-made whole, never patched).
+def clean_scratch(path: Path) -> None:
+    """Remove what a killed earlier run of a stage may have left beside its output ``path``:
+    temporary files of atomic writes (``.<name>.*.tmp``) and scratch folders (``.<name>-*``)."""
+    if not path.parent.is_dir():
+        return
+    for scratch in [*path.parent.glob(f".{path.name}.*.tmp"), *path.parent.glob(f".{path.name}-*")]:
+        if scratch.is_dir():
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            scratch.unlink(missing_ok=True)
 
-    Scratch folders of a killed earlier run (``.<name>-*`` beside it) are removed too.
-    """
+
+def fresh_dir(path: Path) -> Path:
+    """An empty output directory (a stage's outputs are re-made whole, never patched)."""
     if path.exists():
         shutil.rmtree(path)
-    for scratch in path.parent.glob(f".{path.name}-*"):
-        shutil.rmtree(scratch, ignore_errors=True)
+    clean_scratch(path)
     path.mkdir(parents=True)
     return path
 
@@ -95,6 +103,7 @@ def check(params_path: str, out: str, root: str = ".") -> list[str]:
         service = load_modality(m)
         for step in pipeline.steps_of(service):
             path = base / m / f"{step}.json"
+            clean_scratch(path)
             write_plain_json(path, _step_record(service, configs[m], step, params))
             written.append(path.as_posix())
     for name, spec in params.lineages.items():
@@ -157,6 +166,7 @@ def fit(
             raise ConfigError("without --lineage, give --modality and --seed for iteration 1")
         manifest = first_manifest(modality, seed, real.train, real.initial_items)
     service, config = _resolved(params_path, modality, "fit", config_file)
+    clean_scratch(Path(manifest_out))
     write_json(manifest_out, manifest)
     print(f"{manifest.lineage or f'{modality} seed {seed}'} iteration {iteration}: {manifest.items} "
           f"items, by producer {manifest.provenance()}")
@@ -189,6 +199,7 @@ def evaluate(params_path: str, model_dir: str, real_path: str, config_file: str 
     if bad:
         raise ArtefactError(f"{service.name} evaluate returned non-finite {', '.join(bad)} for {model_dir}")
     card = generator.card
+    clean_scratch(Path(out))
     report = EvalReport(
         modality=card.modality, lineage=card.lineage, iteration=card.iteration, metrics=metrics,
         model_card_sha256=sha256_file(Path(model_dir) / "card.json"),

@@ -25,8 +25,8 @@ class ArtefactError(RuntimeError):
 
 def recovery(path: str | Path) -> str:
     """The commands that make a damaged DVC output whole again (both tested)."""
-    return (f"restore it with `dvc checkout --force {Path(path).as_posix()}` (from the DVC cache) "
-            "or re-create it with `dvc repro`")
+    return (f"restore it from the DVC cache with `dvc checkout --force {Path(path).as_posix()}`, then "
+            "`dvc repro` (it re-creates whatever else is missing; without a cached copy it re-runs the stage)")
 
 
 class ShardIntegrityError(ArtefactError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 from collapse.cli import finite_float, int_at_least
 from collapse.contracts import REGIMES
 from collapse.modality import ConfigError
@@ -33,8 +35,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "sem": result.sem.tolist(),
         "analytic": analytic,
     }
+    if not all(np.isfinite(result.mean)) or not all(np.isfinite(result.sem)):
+        raise ConfigError(
+            "the simulated test errors overflowed (not finite): lower --sigma or --iterations, or raise --samples"
+        )
     if args.json:
-        print(json.dumps(payload))
+        print(json.dumps(payload, allow_nan=False))
         return 0
     print(f"{'n':>4} {'mean':>12} {'sem':>12} {'analytic':>12}")
     for i, n in enumerate(payload["iterations"]):

@@ -20,6 +20,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
+    from collapse.cli import int_at_least
     from collapse_lm.model import PRESETS
 
     commands = parser.add_subparsers(dest="lm_command", required=True, metavar="COMMAND")
@@ -28,6 +29,6 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
         description="Instantiates the preset and counts its parameters (tied weights once).",
     )
     sub.add_argument("--preset", required=True, choices=sorted(PRESETS))
-    sub.add_argument("--vocab-size", type=int, default=8000)
+    sub.add_argument("--vocab-size", type=int_at_least(260, 65535), default=8000)
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.set_defaults(func=cmd_describe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -11,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,7 @@ class LmModality(Modality):
         train_refs = [
             write_token_shard(out_dir / f"train-{k:04d}.npy", encoded[a:b], bos_id=bos, origin="real",
                               produced_by=0)
-            for k, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)) if b > a
+            for k, (a, b) in enumerate(itertools.pairwise(bounds)) if b > a
         ]
         test_ref = write_token_shard(out_dir / "valid.npy", encode_documents(tokenizer, valid),
                                      bos_id=bos, origin="real", produced_by=0)
@@ -263,7 +264,7 @@ class LmModality(Modality):
             return []
         return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
-    def report_blocks(self, config: LmConfig, lineages: list[LineageView], out_dir: Path) -> list[ReportBlock]:
+    def report_blocks(self, config: LmConfig, lineages: Sequence[LineageView], out_dir: Path) -> list[ReportBlock]:
         from collapse_lm.report import story_excerpts
 
         return [story_excerpts(lineages)]
@@ -299,7 +300,9 @@ class LmGenerator(Generator):
         self.device = resolve_device(config.train.device)
         model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=torch.float32, local_files_only=True, use_safetensors=True, trust_remote_code=False)
-        self.model = model.to(self.device).eval()
+        torch.nn.Module.to(model, self.device)
+        model.train(False)
+        self.model = model
         self._samplers: dict[str, Any] = {}
         self._scratch: Path | None = None
 
@@ -313,14 +316,15 @@ class LmGenerator(Generator):
         if key not in self._samplers:
             from collapse_lm.sample import HFSampler, make_sampler
 
-            ids = {k: self.special[k] for k in ("bos_id", "eos_id", "pad_id")}
+            bos, eos, pad = (self.special[k] for k in ("bos_id", "eos_id", "pad_id"))
             if self.config.backend == "hf":
-                self._samplers[key] = HFSampler(self.model_dir, settings, model=self.model,
-                                                device=str(self.device), **ids)
+                self._samplers[key] = HFSampler(self.model_dir, settings, model=self.model, device=str(self.device),
+                                                bos_id=bos, eos_id=eos, pad_id=pad)
             else:
                 self._scratch = self._scratch or Path(tempfile.mkdtemp(prefix="collapse-vllm-"))
-                self._samplers[key] = make_sampler(self.config.backend, self.model_dir, settings,
-                                                   tokenizer_dir=self.model_dir, run_dir=self._scratch, **ids)
+                self._samplers[key] = make_sampler(self.config.backend, self.model_dir, settings, bos_id=bos,
+                                                   eos_id=eos, pad_id=pad, tokenizer_dir=self.model_dir,
+                                                   run_dir=self._scratch)
         return self._samplers[key]
 
     def sample(self, start: int, stop: int, seed: int, options: Mapping[str, Any] | None = None) -> list[list[int]]:

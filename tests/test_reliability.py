@@ -1,0 +1,128 @@
+"""Crashes lose nothing and runs are deterministic (slow tier).
+
+* kill -9 of the whole `dvc repro` process group at seeded pseudo-random points — inside a
+  linreg stage, an lm fit and an lm generate — then `dvc repro` again: it completes, every output
+  is byte-identical to an uninterrupted run (the session's `slow_lab`) and no scratch file or
+  folder is left under runs/;
+* two clean runs give identical hashes for every DVC output (their lock files are identical).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import command_env, copy_project, run, smoke_params
+
+pytestmark = pytest.mark.slow
+
+KILL_SEED = 20261130
+LINEAGES = ("linreg-replace", "linreg-accumulate", "lm-replace", "lm-accumulate")
+
+
+def _outputs(lab: Path) -> dict[str, bytes]:
+    return {p.relative_to(lab).as_posix(): p.read_bytes() for folder in ("runs", "reports")
+            for p in (lab / folder).rglob("*") if p.is_file() and p.name != ".gitignore"}
+
+
+def _locks(lab: Path) -> dict[str, str]:
+    files = [lab / "dvc.lock", *lab.glob("pipelines/*/*/dvc.lock")]
+    return {p.relative_to(lab).as_posix(): p.read_text() for p in files}
+
+
+def _running(pattern: str) -> bool:
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if pattern in command and "pytest" not in command:
+                return True
+    return False
+
+
+def _kill_during(lab: Path, pattern: str, rng: random.Random, timeout: float = 900) -> str:
+    """Start `dvc repro`, kill -9 its process group a seeded moment after ``pattern`` runs."""
+    process = subprocess.Popen(["dvc", "repro"], cwd=lab, env=command_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    started = time.monotonic()
+    while not _running(pattern):
+        if process.poll() is not None or time.monotonic() - started > timeout:
+            raise AssertionError(f"`{pattern}` never ran (dvc repro exited {process.returncode})")
+        time.sleep(0.05)
+    delay = rng.uniform(0.1, 1.5)
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return f"killed {delay:.2f} s into `{pattern}`"
+
+
+def test_kill_9_anywhere_then_repro_gives_the_uninterrupted_bytes(slow_lab: Path, tmp_path: Path) -> None:
+    run("git", "reset", "-q", "--hard", cwd=slow_lab)
+    run("git", "clean", "-qfd", cwd=slow_lab)
+    run("dvc", "checkout", "--force", "-q", cwd=slow_lab)
+    lab = copy_project(tmp_path)
+    smoke_params(lab, 2, LINEAGES)
+    rng = random.Random(KILL_SEED)
+    kills = [
+        _kill_during(lab, "collapse generate --lineage runs/config/lineages/linreg-replace.json --iteration 1", rng),
+        _kill_during(lab, "collapse fit --lineage runs/config/lineages/linreg-accumulate.json --iteration 2", rng),
+        _kill_during(lab, "collapse fit --modality lm", rng),
+        _kill_during(lab, "collapse generate --lineage runs/config/lineages/lm-replace.json --iteration 1", rng),
+    ]
+    print(f"kill seed {KILL_SEED}: " + "; ".join(kills))
+    run("dvc", "repro", cwd=lab)
+    assert _outputs(lab) == _outputs(slow_lab)
+    scratch = [p for p in (lab / "runs").rglob(".*") if p.name != ".gitignore"]
+    assert scratch == [], scratch
+
+
+def test_two_clean_runs_give_identical_outputs(slow_lab: Path, tmp_path: Path) -> None:
+    run("git", "reset", "-q", "--hard", cwd=slow_lab)
+    run("git", "clean", "-qfd", cwd=slow_lab)
+    run("dvc", "checkout", "--force", "-q", cwd=slow_lab)
+    lab = copy_project(tmp_path)
+    smoke_params(lab, 2, LINEAGES)
+    run("dvc", "repro", cwd=lab)
+    first, second = _locks(slow_lab), _locks(lab)
+    assert first.keys() == second.keys()
+    differ = [path for path in first if first[path] != second[path]]
+    assert differ == [], differ
+
+
+@pytest.mark.parametrize(("file", "edit"), [
+    ("config.json", lambda text: text.replace('"layer_norm_epsilon": 1e-05', '"layer_norm_epsilon": 0.5')),
+    ("tokenizer.json", lambda text: text.replace('"<|bos|>"', '"<|BOS|>"', 1) + " "),
+    ("model.safetensors", None),
+])
+def test_an_edited_model_file_is_caught_and_the_printed_command_repairs_it(slow_lab: Path, file: str,
+                                                                           edit) -> None:  # type: ignore[no-untyped-def]
+    run("git", "reset", "-q", "--hard", cwd=slow_lab)
+    run("dvc", "checkout", "--force", "-q", cwd=slow_lab)
+    model = slow_lab / "runs/lm/lm-replace/iter_2/model"
+    target = model / file
+    original = target.read_bytes()
+    if edit is None:
+        data = bytearray(target.read_bytes())
+        data[-10] ^= 0xFF
+        target.write_bytes(bytes(data))
+    else:
+        target.write_text(edit(target.read_text()))
+    result = run("dvc", "repro", "-s", "pipelines/lm-replace/iter_2/dvc.yaml:evaluate", cwd=slow_lab, check=False)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0 and f"{file} is corrupted" in message, message
+    assert len(re.findall(r"[0-9a-f]{64}", message)) >= 2
+    commands = re.findall(r"`(dvc [^`]+)`", message)
+    assert commands[0].startswith("dvc checkout --force") and commands[1] == "dvc repro", message
+    for command in commands[:2]:
+        run(*command.split(), cwd=slow_lab)
+    assert "changed" not in run("dvc", "status", cwd=slow_lab).stdout
+    assert target.read_bytes() == original
