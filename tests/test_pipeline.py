@@ -43,6 +43,7 @@ def test_stage_inputs_follow_the_policy_and_stay_constant_in_size() -> None:
     assert inputs("linreg-accumulate", 10) == ["manifest 9", "samples 9"]
     # iteration 1 is trained once per (modality, seed), in dvc.yaml; a lineage only samples from it
     assert set(_stages(layout.pipeline_file("linreg-replace", 1))) == {"generate"}
+    assert set(_stages(layout.pipeline_file("linreg-replace", 2))) == {"fit", "evaluate-generate"}
     top = _stages("dvc.yaml")
     assert "linreg.iter1.seed0.fit" in top and "lm.iter1.seed0.fit" in top
 

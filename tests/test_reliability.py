@@ -116,7 +116,8 @@ def test_an_edited_model_file_is_caught_and_the_printed_command_repairs_it(slow_
         target.write_bytes(bytes(data))
     else:
         target.write_text(edit(target.read_text()))
-    result = run("dvc", "repro", "-s", "pipelines/lm-replace/iter_2/dvc.yaml:evaluate", cwd=slow_lab, check=False)
+    stage = "pipelines/lm-replace/iter_2/dvc.yaml:evaluate-generate"
+    result = run("dvc", "repro", "-s", stage, cwd=slow_lab, check=False)
     message = result.stdout + result.stderr
     assert result.returncode != 0 and f"{file} is corrupted" in message, message
     assert len(re.findall(r"[0-9a-f]{64}", message)) >= 2

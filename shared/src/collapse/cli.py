@@ -103,7 +103,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from collapse import stages
 
     stages.generate(args.params, args.lineage, args.iteration, args.model, args.real, args.config,
-                    args.out)
+                    args.out, args.evaluate_config, args.evaluate_out)
     return 0
 
 
@@ -241,13 +241,15 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub.add_argument("--config")
     sub.add_argument("--out", required=True)
 
-    sub = command("generate", cmd_generate, "sample the items the policy asks model n for")
+    sub = command("generate", cmd_generate, "sample the items the policy asks model n for (and evaluate it)")
     sub.add_argument("--lineage", required=True)
     sub.add_argument("--iteration", type=int_at_least(1), required=True)
     sub.add_argument("--model", required=True)
     sub.add_argument("--real", required=True)
     sub.add_argument("--config")
     sub.add_argument("--out", required=True)
+    sub.add_argument("--evaluate-config", help="also evaluate the loaded model (its resolved step values)")
+    sub.add_argument("--evaluate-out", help="also evaluate the loaded model, writing this eval.json")
 
     sub = command("figures", cmd_figures, "a modality's own report figures")
     sub.add_argument("--modality", required=True, choices=installed_modalities())

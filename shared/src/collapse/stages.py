@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from collapse import layout
 from collapse.contracts import DatasetManifest, EvalReport, LineageSpec, RealDataCard
@@ -189,26 +189,30 @@ def open_generator(params_path: str, model_dir: str, real_path: str, step: str,
     return service, config, service.load(config, Path(model_dir), card, read_real(real_path))
 
 
-def evaluate(params_path: str, model_dir: str, real_path: str, config_file: str | None,
-             out: str) -> EvalReport:
-    service, config, generator = open_generator(params_path, model_dir, real_path, "evaluate",
-                                                config_file)
-    real = read_real(real_path)
+def _evaluate_loaded(service: Modality, config: Any, generator: Generator, real: RealDataCard, model_dir: str,
+                     out: str) -> EvalReport:
     metrics = service.evaluate(config, generator, real)
     bad = [k for k, v in metrics.items() if not math.isfinite(v)]
     if bad:
         raise ArtefactError(f"{service.name} evaluate returned non-finite {', '.join(bad)} for {model_dir}")
     card = generator.card
-    clean_scratch(Path(out))
     report = EvalReport(
         modality=card.modality, lineage=card.lineage, iteration=card.iteration, metrics=metrics,
         model_card_sha256=sha256_file(Path(model_dir) / "card.json"),
         test_shards=[shard.sha256 for shard in real.test],
     )
+    clean_scratch(Path(out))
     write_json(out, report)
     print(f"{card.lineage or 'shared'} iteration {card.iteration}: "
           + ", ".join(f"{name}={value:.6g}" for name, value in metrics.items()))
     return report
+
+
+def evaluate(params_path: str, model_dir: str, real_path: str, config_file: str | None,
+             out: str) -> EvalReport:
+    service, config, generator = open_generator(params_path, model_dir, real_path, "evaluate",
+                                                config_file)
+    return _evaluate_loaded(service, config, generator, read_real(real_path), model_dir, out)
 
 
 CHUNK_ITEMS = 4096  # items per sample call: bounds memory, shows progress
@@ -224,13 +228,18 @@ def _chunks(generator: Generator, total: int, seed: int, label: str) -> Iterator
 
 
 def generate(params_path: str, lineage_file: str, iteration: int, model_dir: str, real_path: str,
-             config_file: str | None, out: str) -> None:
-    """Load model n once, sample the items the policy asks for, write them as one shard."""
+             config_file: str | None, out: str, evaluate_config: str | None = None,
+             evaluate_out: str | None = None) -> None:
+    """Load model n once; optionally score it on real test data (``evaluate_out``); sample the
+    items the policy asks for and write them as one shard."""
     spec = read_lineage(lineage_file)
-    _, _, generator = open_generator(params_path, model_dir, real_path, "generate", config_file)
+    service, config, generator = open_generator(params_path, model_dir, real_path, "generate", config_file)
     if generator.card.iteration != iteration:
         raise ArtefactError(f"{model_dir} holds model {generator.card.iteration}, not {iteration}")
     real = read_real(real_path)
+    if evaluate_out is not None:
+        _resolved(params_path, service.name, "evaluate", evaluate_config)  # its values are this stage's deps too
+        _evaluate_loaded(service, config, generator, real, model_dir, evaluate_out)
     count = items_to_generate(spec.policy, iteration, real.initial_items)
     target = fresh_dir(Path(out))
     ref = generator.write(_chunks(generator, count, spec.seed, f"generate {spec.name} {iteration}"),
