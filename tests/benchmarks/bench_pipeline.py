@@ -70,7 +70,7 @@ def _pair(n: int) -> dict[str, dict[str, object]]:
             for p in ("replace", "accumulate")}
 
 
-def bench_scaling(sizes: list[int]) -> None:
+def bench_scaling(sizes: list[int], tools: list[str]) -> None:
     env = _env()
     start = time.perf_counter()
     subprocess.run(["collapse", "lineages", "--json"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -78,7 +78,9 @@ def bench_scaling(sizes: list[int]) -> None:
     rows = []
     for n in sizes:
         row: dict[str, float] = {"N": n}
-        for tool, command in (("repro", ["dvc", "repro"]), ("exp", ["dvc", "exp", "run"])):
+        commands = {"repro": ["dvc", "repro"], "exp": ["dvc", "exp", "run"]}
+        for tool in tools:
+            command = commands[tool]
             with tempfile.TemporaryDirectory() as tmp:
                 lab = _lab(Path(tmp), ROOT, _pair(n), "smoke", env)
                 wall, stages = _timed(command, lab, env)
@@ -86,15 +88,15 @@ def bench_scaling(sizes: list[int]) -> None:
             print(f"  N={n:>3} {tool:>5}: {stages} stages in {wall:7.1f} s = {wall / stages:.3f} s/stage", flush=True)
         rows.append(row)
     print("\nlinreg replace + accumulate at smoke scale (compute ≈ 0): DVC bookkeeping per stage")
-    print(f"{'N':>4} {'stages':>7} {'repro s':>9} {'s/stage':>8} {'exp run s':>10} {'s/stage':>8}")
+    print(f"{'N':>4} {'stages':>7} {'repro s':>9} {'s/stage':>8} {'stages':>7} {'exp s':>9} {'s/stage':>8}")
     for row in rows:
-        print(f"{row['N']:>4.0f} {row['repro_stages']:>7.0f} {row['repro_s']:>9.1f} {row['repro_per']:>8.3f} "
-              f"{row['exp_s']:>10.1f} {row['exp_per']:>8.3f}")
+        cells = "".join(f" {row.get(f'{t}_stages', 0):>7.0f} {row.get(f'{t}_s', 0):>9.1f} "
+                        f"{row.get(f'{t}_per', 0):>8.3f}" for t in ("repro", "exp"))
+        print(f"{row['N']:>4.0f}{cells}")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
-        print(f"ratio per stage N={last['N']:.0f} / N={first['N']:.0f}: repro "
-              f"{last['repro_per'] / first['repro_per']:.2f}, exp run {last['exp_per'] / first['exp_per']:.2f}"
-              "  (target ≤ 1.3)")
+        ratios = ", ".join(f"{t} {last[f'{t}_per'] / first[f'{t}_per']:.2f}" for t in tools)
+        print(f"ratio per stage N={last['N']:.0f} / N={first['N']:.0f}: {ratios}  (target ≤ 1.3)")
     print(f"one `collapse` start-up: {unit:.2f} s")
 
 
@@ -134,11 +136,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
     parser.add_argument("--before", help="also time the default linreg pipeline of this git revision")
+    parser.add_argument("--tools", nargs="+", choices=["repro", "exp"], default=["repro", "exp"])
     parser.add_argument("--skip-scaling", action="store_true")
+    parser.add_argument("--skip-default", action="store_true")
     args = parser.parse_args()
-    bench_default(args.before)
+    if not args.skip_default:
+        bench_default(args.before)
     if not args.skip_scaling:
-        bench_scaling(args.sizes)
+        bench_scaling(args.sizes, args.tools)
 
 
 if __name__ == "__main__":
