@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -46,7 +46,7 @@ ENV_PARAMS = "COLLAPSE_PARAMS"
 ENV_LINEAGE = "COLLAPSE_LINEAGE"
 ENV_ITERATION = "COLLAPSE_ITERATION"
 ENV_CACHE = "COLLAPSE_CACHE_MODELS"
-LATEST = "latest"
+LATEST: Literal["latest"] = "latest"
 DEFAULT_HOST = "127.0.0.1"  # loopback unless told otherwise (`bentoml serve --host 0.0.0.0`)
 DEFAULT_PORT = 3000
 DEFAULT_CACHE_MODELS = 4
@@ -146,6 +146,7 @@ class ModelsResponse(BaseModel):
     default: ModelInfo = Field(description="the start-up model (answers requests that name none)")
     lineages: list[LineageListing] = Field(description="every lineage of the modality in params.yaml")
     cache_models: int = Field(description="other models kept loaded at most (least recently used go)")
+    loaded: list[str] = Field(description="model folders loaded now: the start-up model's, then the cache's")
 
 
 @dataclass
@@ -160,6 +161,53 @@ class Loaded:
 
 
 # --- the served lab ----------------------------------------------------------------------------
+
+
+class ServingChoice(BaseModel):
+    """``serving.<modality>`` in params.yaml: the model a server of that modality starts with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lineage: str | None = Field(default=None, description="default: the modality's first lineage")
+    iteration: int | Literal["latest"] = Field(default=LATEST, description="a number, or the highest trained")
+
+
+class ServingParams(BaseModel):
+    """The ``serving:`` section of params.yaml (every key optional).
+
+    ```yaml
+    serving:
+      cache_models: 4                    # other (lineage, iteration) models a server keeps loaded
+      linreg: {lineage: linreg-accumulate, iteration: latest}
+      lm: {lineage: lm-replace, iteration: 5}
+    ```
+    Environment variables (``COLLAPSE_LINEAGE``, ``COLLAPSE_ITERATION``, ``COLLAPSE_CACHE_MODELS``)
+    win over these. Host and port are ``bentoml serve`` options (default 127.0.0.1:3000).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cache_models: int = Field(default=DEFAULT_CACHE_MODELS, ge=0, le=MAX_CACHE_MODELS, strict=True)
+    models: dict[str, ServingChoice] = Field(default_factory=dict)
+
+
+def serving_params(params: LabParams, source: str = "params.yaml") -> ServingParams:
+    """The validated ``serving:`` section; errors name the key (``serving.lm.iteration: …``)."""
+    raw = dict(params.serving)
+    known = {"cache_models", *params.modalities}
+    unknown = sorted(key for key in raw if key not in known)
+    if unknown:
+        raise ConfigError(f"{source}: serving.{unknown[0]} is not a serving setting; allowed: "
+                          f"{', '.join(sorted(known))} (a modality's key holds its lineage and iteration)")
+    models = {key: value for key, value in raw.items() if key != "cache_models"}
+    try:
+        return ServingParams.model_validate({**({"cache_models": raw["cache_models"]} if "cache_models" in raw
+                                                else {}), "models": models})
+    except ValidationError as error:
+        problems = "; ".join(
+            "serving." + ".".join(str(p) for p in (item["loc"][1:] if item["loc"][0] == "models" else item["loc"]))
+            + f": {item['msg']}" for item in error.errors())
+        raise ConfigError(f"{source}: {problems}") from None
 
 
 def _env_int(name: str, value: str) -> int:
@@ -179,7 +227,8 @@ class ServedLab:
     """One project's trained models of one modality, as a server sees them.
 
     Opens the start-up model at construction (a :class:`ModelNotTrained` error, naming the folder
-    and the ``dvc repro`` command, when it has not been trained). Other (lineage, iteration)
+    and the ``dvc repro`` command, when it has not been trained; with ``load=False`` it only
+    resolves which model that is). Other (lineage, iteration)
     models are opened on first request and kept in a small LRU cache; the start-up model is
     never evicted. Iteration 1 is one model shared by every lineage of a seed, so it is cached
     once. The process changes its working directory to the project root (artefacts record paths
@@ -188,7 +237,7 @@ class ServedLab:
 
     def __init__(self, modality: str, *, root: str | Path | None = None, params_file: str | None = None,
                  lineage: str | None = None, iteration: int | str | None = None,
-                 cache_models: int | None = None) -> None:
+                 cache_models: int | None = None, load: bool = True) -> None:
         self.modality = modality
         self.root = Path(root or os.environ.get(ENV_PROJECT) or Path.cwd()).resolve()
         self.params_file = params_file or os.environ.get(ENV_PARAMS) or layout.PARAMS
@@ -196,33 +245,30 @@ class ServedLab:
             raise ConfigError(
                 f"{self.root / self.params_file} does not exist: start the server in the project root or "
                 f"set {ENV_PROJECT} to it ({ENV_PARAMS} names another params file)")
-        if Path.cwd().resolve() != self.root:
+        if load and Path.cwd().resolve() != self.root:
             os.chdir(self.root)  # artefacts hold paths relative to the project root
         self.params: LabParams = load_params(self.root / self.params_file)
-        self.settings: dict[str, Any] = dict(self.params.serving.get(modality) or {})
+        serving = serving_params(self.params, self.params_file)
+        self.settings = serving.models.get(modality, ServingChoice())
         if not self.params.lineages_of(modality):
             raise ConfigError(f"{self.params_file} defines no lineage of modality {modality!r}: add one under "
                               "`lineages:` and run `collapse pipeline write` and `dvc repro`")
         cache = cache_models if cache_models is not None else os.environ.get(ENV_CACHE)
-        if cache is None:
-            cache = self.params.serving.get("cache_models", DEFAULT_CACHE_MODELS)
-        self.cache_models = _env_int(ENV_CACHE, str(cache))
+        self.cache_models = serving.cache_models if cache is None else _env_int(ENV_CACHE, str(cache))
         if not 0 <= self.cache_models <= MAX_CACHE_MODELS:
-            raise ConfigError(f"{ENV_CACHE} / serving.cache_models must be in 0..{MAX_CACHE_MODELS}, got "
-                              f"{self.cache_models}")
+            raise ConfigError(f"{ENV_CACHE} must be in 0..{MAX_CACHE_MODELS}, got {self.cache_models}")
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Loaded] = OrderedDict()
         self._default_dir: str | None = None
         self._default: Loaded | None = None
-        name = lineage or os.environ.get(ENV_LINEAGE) or self.settings.get("lineage")
-        spec = self._startup_lineage(name)
-        wanted = iteration if iteration is not None else (os.environ.get(ENV_ITERATION)
-                                                          or self.settings.get("iteration", LATEST))
+        spec = self._startup_lineage(lineage or os.environ.get(ENV_LINEAGE) or self.settings.lineage)
+        wanted = iteration if iteration is not None else (os.environ.get(ENV_ITERATION) or self.settings.iteration)
         number = self._startup_iteration(spec, wanted)
         self.default_lineage, self.default_iteration = spec.name, number
         self._default_dir = self.model_dir(spec, number)  # pinned: never in the LRU cache
-        self._default = self._open(spec, number)
-        self.default_info = self.info(spec, number, self._default)
+        if load:
+            self._default = self._open(spec, number)
+            self.default_info = self.info(spec, number, self._default)
 
     # --- where models are ----------------------------------------------------------------------
 
@@ -278,10 +324,11 @@ class ServedLab:
             if iteration is None:
                 return spec, self.default_iteration
         else:
-            spec = self.params.lineages.get(lineage)  # type: ignore[assignment]
-            if spec is None or spec.modality != self.modality:
+            found = self.params.lineages.get(lineage)
+            if found is None or found.modality != self.modality:
                 raise ModelNotFound("lineage", f"no {self.modality} lineage {lineage!r}; known: "
                                     f"{', '.join(self._names())}")
+            spec = found
             if iteration is None:
                 done = self.trained(spec)
                 if not done:
@@ -306,9 +353,9 @@ class ServedLab:
         from collapse.stages import open_generator
 
         key = self.model_dir(spec, iteration)
+        if key == self._default_dir and self._default is not None:
+            return self._default  # set once at start-up, never evicted: no lock needed
         with self._lock:  # one load at a time: a model is never loaded twice
-            if key == self._default_dir and self._default is not None:
-                return self._default
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
@@ -337,15 +384,37 @@ class ServedLab:
     def listing(self) -> ModelsResponse:
         return ModelsResponse(
             modality=self.modality, default=self.default_info, cache_models=self.cache_models,
+            loaded=self.loaded_models(),
             lineages=[LineageListing(name=spec.name, policy=spec.policy.name, seed=spec.seed,
                                      iterations=spec.iterations, trained=self.trained(spec))
                       for spec in self.params.lineages_of(self.modality)],
         )
 
     def loaded_models(self) -> list[str]:
-        """Model folders loaded now (start-up model first)."""
+        """Model folders loaded now (start-up model first, then least recently used first)."""
         with self._lock:
             return [str(self._default_dir), *self._cache]
+
+
+def check_startup(modality: str) -> str:
+    """Which model a server started now would serve, after verifying its folder (nothing loaded).
+
+    For BentoML's ``on_deployment`` hook, which runs once in the ``bentoml serve`` process before
+    any worker: an untrained or damaged model stops the server with the error, instead of
+    workers that fail and are restarted. Returns a one-line description for the log.
+    """
+    from collapse.stages import _resolved
+    from collapse.store import read_model
+
+    lab = ServedLab(modality, load=False)
+    directory = lab.root / str(lab._default_dir)
+    card = read_model(directory)
+    config_file = lab.root / layout.step_config(modality, "generate")
+    # the sampling config must be the one the pipeline used (else: "run `dvc repro`")
+    _resolved(str(lab.root / lab.params_file), modality, "generate",
+              str(config_file) if config_file.is_file() else None)
+    return (f"collapse {modality}: serving lineage {lab.default_lineage} iteration {lab.default_iteration} "
+            f"({directory}, weights sha256 {card.weights_sha256[:12]}) from {lab.root}")
 
 
 def stream_seed(spec: LineageSpec, seed: int | None) -> int:

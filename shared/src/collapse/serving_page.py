@@ -75,7 +75,8 @@ section.panel { background: #fff; border: 1px solid var(--line); border-radius: 
 .card { font-size: 12px; color: var(--muted); margin: 6px 0 10px; word-break: break-all; }
 .error { color: var(--bad); white-space: pre-wrap; }
 ol.texts { padding-left: 22px; margin: 0; }
-ol.texts li { white-space: pre-wrap; margin-bottom: 10px; padding-bottom: 8px; border-bottom: 1px dashed var(--line); }
+ol.texts li { white-space: pre-wrap; margin-bottom: 10px; padding-bottom: 8px;
+  border-bottom: 1px dashed var(--line); }
 .prefix { font-weight: 600; }
 .scroll { overflow: auto; max-height: 70vh; }
 table { border-collapse: collapse; font: 12px/1.3 ui-monospace, monospace; }
@@ -148,7 +149,8 @@ function fillIterations(panel) {
   panel.iteration.replaceChildren();
   for (let n = 1; n <= lineage.iterations; n++) {
     const trained = lineage.trained.includes(n);
-    const option = el("option", {value: String(n), text: trained ? "iteration " + n : "iteration " + n + " (not trained)"});
+    const label = trained ? "iteration " + n : "iteration " + n + " (not trained)";
+    const option = el("option", {value: String(n), text: label});
     option.disabled = !trained;
     panel.iteration.append(option);
   }

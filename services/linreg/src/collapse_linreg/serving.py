@@ -106,12 +106,21 @@ class LinregService:
 
         self.lab = ServedLab("linreg")
 
-    @bentoml.api
+    @bentoml.on_deployment  # type: ignore[untyped-decorator]
+    def check_model() -> None:
+        """Once, before any worker starts: stop with a clear error when the model is not trained."""
+        import logging
+
+        from collapse.serving import check_startup
+
+        logging.getLogger("bentoml.serve").info(check_startup("linreg"))
+
+    @bentoml.api  # type: ignore[untyped-decorator]
     def models(self) -> ModelsResponse:
         """Every linreg lineage, its trained iterations, and the start-up model."""
         return self.lab.listing()
 
-    @bentoml.api(input_spec=PredictRequest)
+    @bentoml.api(input_spec=PredictRequest)  # type: ignore[untyped-decorator]
     def predict(self, **fields: Any) -> PredictResponse:
         """ŷ = x·ŵ of the chosen model for each row of ``x``."""
         import numpy as np
@@ -124,7 +133,7 @@ class LinregService:
             y_hat = np.asarray(request.x, dtype=np.float64) @ w_hat  # (rows,)
         return PredictResponse(model=info, y_hat=y_hat.tolist())
 
-    @bentoml.api(input_spec=SampleRequest)
+    @bentoml.api(input_spec=SampleRequest)  # type: ignore[untyped-decorator]
     def sample(self, **fields: Any) -> SampleResponse:
         """Rows ``start .. start+n-1`` of the model's synthetic stream (the pipeline's by default)."""
         request = SampleRequest.model_validate(fields)

@@ -72,10 +72,11 @@ class GenerateRequest(ModelRequest):
     seed: SeedField = None
     max_new_tokens: Annotated[int | None, Field(
         ge=1, le=MAX_NEW_TOKENS,
-        description="tokens generated at most (default: the lineage config's); with the prompt it must fit the "
-                    "model's context")] = None
+        description="tokens generated at most (default: the lineage config's, with a prompt capped to what the "
+                    "model's context leaves); BOS + prompt + max_new_tokens must fit the context")] = None
     temperature: Annotated[float | None, Field(
-        gt=0, le=10, allow_inf_nan=False, description="softmax temperature (default: the lineage config's)")] = None
+        ge=0.01, le=10, allow_inf_nan=False,
+        description="softmax temperature, 0.01..10 (default: the lineage config's)")] = None
     top_p: Annotated[float | None, Field(
         gt=0, le=1, allow_inf_nan=False, description="nucleus mass, 1 = off (default: the lineage config's)")] = None
     top_k: Annotated[int | None, Field(
@@ -159,9 +160,9 @@ def continue_prompt(generator: Any, prompt_ids: list[int], seeds: list[int], set
 
     special, model, device = generator.special, generator.model, generator.device
     prefix = [special["bos_id"], *prompt_ids]
-    config = GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-                              bos_token_id=special["bos_id"], eos_token_id=special["eos_id"],
-                              pad_token_id=special["pad_id"])
+    config = GenerationConfig(  # type: ignore[no-untyped-call]
+        max_new_tokens=settings.max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+        bos_token_id=special["bos_id"], eos_token_id=special["eos_id"], pad_token_id=special["pad_id"])
     out: list[list[int]] = []
     with torch.no_grad():
         for first in range(0, len(seeds), settings.batch_size):
@@ -214,12 +215,21 @@ class LmService:
 
         self.lab = ServedLab("lm")  # loads torch/transformers through the lm service's generator
 
-    @bentoml.api
+    @bentoml.on_deployment  # type: ignore[untyped-decorator]
+    def check_model() -> None:
+        """Once, before any worker starts: stop with a clear error when the model is not trained."""
+        import logging
+
+        from collapse.serving import check_startup
+
+        logging.getLogger("bentoml.serve").info(check_startup("lm"))
+
+    @bentoml.api  # type: ignore[untyped-decorator]
     def models(self) -> ModelsResponse:
         """Every lm lineage, its trained iterations, and the start-up model."""
         return self.lab.listing()
 
-    @bentoml.api(input_spec=GenerateRequest)
+    @bentoml.api(input_spec=GenerateRequest)  # type: ignore[untyped-decorator]
     def generate(self, **fields: Any) -> GenerateResponse:
         """Texts ``start .. start+n-1`` of the model's stream (from BOS), or continuations of ``prompt``."""
         from collapse_lm.sample import sample_seed
@@ -229,31 +239,38 @@ class LmService:
             loaded, info, spec = self.lab.open(request.lineage, request.iteration)
             generator: Any = loaded.generator
             seed = stream_seed(spec, request.seed)
-            options = {name: value for name in ("max_new_tokens", "temperature", "top_p", "top_k")
-                       if (value := getattr(request, name)) is not None}
+            options: dict[str, Any] = {name: value for name in ("max_new_tokens", "temperature", "top_p", "top_k")
+                                       if (value := getattr(request, name)) is not None}
+            explicit = request.max_new_tokens is not None
             settings = generator.settings(options or None)
-            prompt_ids: list[int] = []
-            if request.prompt:
-                prompt_ids = list(generator.tokenizer(request.prompt, add_special_tokens=False)["input_ids"])
             context = _context(generator.model)
-            if context is not None and 1 + len(prompt_ids) + settings.max_new_tokens > context:
-                field = "max_new_tokens" if "max_new_tokens" in options or not prompt_ids else "prompt"
-                raise ServingError(field, f"BOS + {len(prompt_ids)} prompt tokens + max_new_tokens "
-                                          f"{settings.max_new_tokens} exceed the model's context of {context} "
-                                          "tokens: shorten the prompt or lower max_new_tokens")
-            with loaded.lock:
+            with loaded.lock:  # one request at a time per model (the fast tokenizer is not thread-safe)
+                prompt_ids: list[int] = []
+                if request.prompt:
+                    # as documents are encoded: a literal "<|bos|>" in a prompt is text, never a BOS id
+                    prompt_ids = list(generator.tokenizer(request.prompt, add_special_tokens=False,
+                                                          split_special_tokens=True)["input_ids"])
+                room = None if context is None else context - 1 - len(prompt_ids)  # tokens left after BOS + prompt
+                if room is not None and prompt_ids and not explicit and 1 <= room < settings.max_new_tokens:
+                    options["max_new_tokens"] = room  # the config's length, capped to fit the prompt
+                    settings = generator.settings(options)
+                if room is not None and settings.max_new_tokens > room:
+                    field = "max_new_tokens" if explicit or not prompt_ids else "prompt"
+                    raise ServingError(field, f"BOS + {len(prompt_ids)} prompt tokens + max_new_tokens "
+                                              f"{settings.max_new_tokens} exceed the model's context of {context} "
+                                              "tokens: shorten the prompt or lower max_new_tokens")
                 if request.prompt:
                     seeds = [sample_seed(seed, info.iteration, i)
                              for i in range(request.start, request.start + request.n)]
                     tokens = continue_prompt(generator, prompt_ids, seeds, settings)
                 else:
                     tokens = generator.sample(request.start, request.start + request.n, seed, options or None)
-            texts = generator.decode(tokens)
+                texts = generator.decode(tokens)
         used = settings.model_dump(include={"temperature", "top_p", "top_k", "max_new_tokens"})
         return GenerateResponse(model=info, seed=seed, start=request.start, prompt=request.prompt or None,
                                 settings=used, texts=texts, tokens=tokens)
 
-    @bentoml.api(input_spec=ScoreRequest)
+    @bentoml.api(input_spec=ScoreRequest)  # type: ignore[untyped-decorator]
     def score(self, **fields: Any) -> ScoreResponse:
         """Per-text cross-entropy (nats per token) of the chosen model."""
         import math
@@ -263,6 +280,6 @@ class LmService:
             loaded, info, _ = self.lab.open(request.lineage, request.iteration)
             with loaded.lock:
                 means, counts = score_texts(loaded.generator, request.texts)
-        total = sum(counts)
+        mean = sum(m * c for m, c in zip(means, counts, strict=True)) / sum(counts)
         return ScoreResponse(model=info, cross_entropy=means, perplexity=[math.exp(m) for m in means],
-                             tokens=counts, mean_cross_entropy=sum(m * c for m, c in zip(means, counts)) / total)
+                             tokens=counts, mean_cross_entropy=mean)

@@ -1,0 +1,78 @@
+"""Random request bodies (any JSON, near-miss fields, wrong shapes): never a 5xx, and the server goes on."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from serving.servers import Server
+
+pytestmark = pytest.mark.slow
+
+SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20))
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                          max_size=4), max_leaves=20)
+ROWS = st.lists(st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 5) | st.text(max_size=2),
+                         max_size=6), max_size=6)
+
+
+def bodies(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
+    """Mostly objects over the endpoint's own fields (plus strangers), sometimes any JSON at all."""
+    keyed = st.fixed_dictionaries({}, optional={name: strategy | JSON for name, strategy in fields.items()})
+    strangers = st.dictionaries(st.text(max_size=8), JSON, max_size=2)
+    objects = st.tuples(keyed, strangers).map(lambda pair: {**pair[1], **pair[0]})
+    return objects | JSON
+
+
+MODEL = {"lineage": st.sampled_from(["linreg-replace", "linreg-accumulate", "lm-replace", "lm-accumulate", "x"]),
+         "iteration": st.integers(-1, 4)}
+LINREG = {
+    "/sample": {**MODEL, "n": st.integers(-2, 12_000), "start": st.integers(-2, 2_000_000),
+                "seed": st.integers(-1, 2**64)},
+    "/predict": {**MODEL, "x": ROWS},
+    "/models": {},
+}
+LM = {  # valid bodies stay cheap: few tokens
+    "/generate": {**MODEL, "n": st.integers(-1, 70), "start": st.integers(-1, 2**41),
+                  "max_new_tokens": st.integers(-1, 6), "temperature": st.floats(allow_nan=True),
+                  "top_p": st.floats(-0.5, 1.5), "top_k": st.integers(-2, 10), "prompt": st.text(max_size=30),
+                  "seed": st.integers(-1, 2**64)},
+    "/score": {**MODEL, "texts": st.lists(st.text(max_size=40), max_size=4)},
+}
+
+
+def check(server: Server, route: str, body: Any) -> None:
+    content = json.dumps(body, allow_nan=True).encode()
+    response = httpx.post(server.url + route, content=content, headers={"Content-Type": "application/json"},
+                          timeout=300)
+    assert response.status_code < 500, f"{route} {content!r} → {response.status_code}: {response.text}"
+    if route == "/generate" and response.status_code == 200:
+        assert len(response.json()["texts"]) == body.get("n", 4)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_linreg_never_answers_5xx(linreg_server: Server, data: st.DataObject) -> None:
+    route = data.draw(st.sampled_from(sorted(LINREG)))
+    check(linreg_server, route, data.draw(bodies(LINREG[route])))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_lm_never_answers_5xx(lm_server: Server, data: st.DataObject) -> None:
+    route = data.draw(st.sampled_from(sorted(LM)))
+    body = data.draw(bodies(LM[route]))
+    if route == "/generate" and isinstance(body, dict):
+        body.setdefault("max_new_tokens", 4)  # keeps a valid request cheap; invalid ones stay invalid
+    check(lm_server, route, body)
+
+
+def test_servers_still_answer(linreg_server: Server, lm_server: Server) -> None:
+    assert httpx.post(linreg_server.url + "/sample", json={"n": 1}, timeout=60).status_code == 200
+    assert httpx.post(lm_server.url + "/generate", json={"n": 1, "max_new_tokens": 2}, timeout=300).status_code == 200
