@@ -92,3 +92,10 @@ def slow_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run("git", "add", "-A", cwd=target)
     run("git", "commit", "-qm", "baseline run", cwd=target)
     return target
+
+
+def reset_lab(lab: Path) -> None:
+    """Back to a lab's committed state: params, graph, locks and the outputs they record."""
+    run("git", "reset", "-q", "--hard", cwd=lab)
+    run("git", "clean", "-qfd", cwd=lab)
+    run("dvc", "checkout", "--force", "-q", cwd=lab)

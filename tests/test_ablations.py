@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from collapse.contracts import EvalReport
-from conftest import ROOT, run
+from conftest import ROOT, reset_lab, run
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +27,6 @@ def _all(ran: set[str], needle: str) -> set[str]:
 @pytest.fixture
 def lab(slow_lab: Path) -> Path:
     return slow_lab
-
-
-def _reset(lab: Path) -> None:
-    """Back to the committed baseline (params, graph, locks and outputs)."""
-    run("git", "reset", "-q", "--hard", cwd=lab)
-    run("git", "clean", "-qfd", cwd=lab)
-    run("dvc", "checkout", "--force", "-q", cwd=lab)
 
 
 def _exp(lab: Path, *settings: str, tool: str = "dvc") -> set[str]:
@@ -65,7 +58,7 @@ ABLATIONS: list[tuple[str, str]] = [
 
 @pytest.mark.parametrize(("command", "expect"), ABLATIONS, ids=[a[0].split(" -S ", 1)[1] for a in ABLATIONS])
 def test_ablation(lab: Path, command: str, expect: str) -> None:
-    _reset(lab)
+    reset_lab(lab)
     tool = command.split(maxsplit=1)[0]
     settings = re.findall(r"-S (\S+)", command)
     ran = _exp(lab, *settings, tool=tool)
@@ -91,7 +84,7 @@ def test_ablation(lab: Path, command: str, expect: str) -> None:
 
 def test_sigma_ablation_scales_the_first_error_by_four(lab: Path) -> None:
     """Same design, same noise draws: ŵ − w* = σ·(XᵀX)⁻¹XᵀE, so doubling σ gives 4× the error."""
-    _reset(lab)
+    reset_lab(lab)
     path = lab / "runs/linreg/first/seed_0/eval.json"
     before = EvalReport.model_validate_json(path.read_text()).metrics["test_error"]
     _exp(lab, "+linreg.config.sigma=2.0")
@@ -100,7 +93,7 @@ def test_sigma_ablation_scales_the_first_error_by_four(lab: Path) -> None:
 
 
 def test_topology_change_through_dvc_stops_before_any_work(lab: Path) -> None:
-    _reset(lab)
+    reset_lab(lab)
     result = run("dvc", "exp", "run", "-S", "lineages.linreg-replace.seed=3", cwd=lab, check=False)
     assert result.returncode != 0
     assert _ran(result.stdout) == {"check"}
@@ -109,7 +102,7 @@ def test_topology_change_through_dvc_stops_before_any_work(lab: Path) -> None:
 
 
 def test_adding_a_lineage_reruns_no_stage_of_the_others(lab: Path) -> None:
-    _reset(lab)
+    reset_lab(lab)
     ran = _exp(lab, "+lineages.linreg-more={modality: linreg, policy: replace_multiple, seed: 0, iterations: 2}",
                tool="collapse")
     assert ran - {"check", "report"} == {"pipelines/linreg-more/iter_1/dvc.yaml:generate",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import command_env, copy_project, run, smoke_params
+from conftest import command_env, copy_project, reset_lab, run, smoke_params
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +66,7 @@ def _kill_during(lab: Path, pattern: str, rng: random.Random, timeout: float = 9
 
 
 def test_kill_9_anywhere_then_repro_gives_the_uninterrupted_bytes(slow_lab: Path, tmp_path: Path) -> None:
-    run("git", "reset", "-q", "--hard", cwd=slow_lab)
-    run("git", "clean", "-qfd", cwd=slow_lab)
-    run("dvc", "checkout", "--force", "-q", cwd=slow_lab)
+    reset_lab(slow_lab)
     lab = copy_project(tmp_path)
     smoke_params(lab, 2, LINEAGES)
     rng = random.Random(KILL_SEED)
@@ -86,9 +84,7 @@ def test_kill_9_anywhere_then_repro_gives_the_uninterrupted_bytes(slow_lab: Path
 
 
 def test_two_clean_runs_give_identical_outputs(slow_lab: Path, tmp_path: Path) -> None:
-    run("git", "reset", "-q", "--hard", cwd=slow_lab)
-    run("git", "clean", "-qfd", cwd=slow_lab)
-    run("dvc", "checkout", "--force", "-q", cwd=slow_lab)
+    reset_lab(slow_lab)
     lab = copy_project(tmp_path)
     smoke_params(lab, 2, LINEAGES)
     run("dvc", "repro", cwd=lab)
@@ -105,8 +101,7 @@ def test_two_clean_runs_give_identical_outputs(slow_lab: Path, tmp_path: Path) -
 ])
 def test_an_edited_model_file_is_caught_and_the_printed_command_repairs_it(slow_lab: Path, file: str,
                                                                            edit) -> None:  # type: ignore[no-untyped-def]
-    run("git", "reset", "-q", "--hard", cwd=slow_lab)
-    run("dvc", "checkout", "--force", "-q", cwd=slow_lab)
+    reset_lab(slow_lab)
     model = slow_lab / "runs/lm/lm-replace/iter_2/model"
     target = model / file
     original = target.read_bytes()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from conftest import reset_lab, run
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +20,7 @@ def _outputs(lab: Path) -> dict[str, bytes]:
 
 def test_push_clone_pull_restores_everything(slow_lab: Path, tmp_path: Path) -> None:
     lab = slow_lab
-    run("git", "reset", "-q", "--hard", cwd=lab)
-    run("git", "clean", "-qfd", cwd=lab)
-    run("dvc", "checkout", "--force", "-q", cwd=lab)
+    reset_lab(lab)
     remote = tmp_path / "remote"
     run("dvc", "remote", "add", "-d", "storage", str(remote), cwd=lab)
     run("git", "add", ".dvc/config", cwd=lab)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, run
+from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, reset_lab
 
 pytestmark = pytest.mark.slow
 
@@ -15,8 +15,7 @@ pytestmark = pytest.mark.slow
 def test_report_opens_offline_with_every_image_and_lineage(slow_lab: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    run("git", "reset", "-q", "--hard", cwd=slow_lab)
-    run("dvc", "checkout", "--force", "-q", cwd=slow_lab)
+    reset_lab(slow_lab)
     index = slow_lab / "reports/index.html"
     errors: list[str] = []
     with sync_playwright() as playwright:
