@@ -83,11 +83,15 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+SLOW_LINEAGES = ("linreg-replace", "linreg-accumulate", "lm-replace", "lm-accumulate", "vae-replace",
+                 "vae-accumulate")
+
+
 @pytest.fixture(scope="session")
 def slow_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smoke lab (replace + accumulate per modality, 2 iterations) run once and committed."""
     target = copy_project(tmp_path_factory.mktemp("slow"))
-    smoke_params(target, 2, ("linreg-replace", "linreg-accumulate", "lm-replace", "lm-accumulate"))
+    smoke_params(target, 2, SLOW_LINEAGES)
     run("dvc", "repro", cwd=target)
     run("git", "add", "-A", cwd=target)
     run("git", "commit", "-qm", "baseline run", cwd=target)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import command_env, copy_project, reset_lab, run, smoke_params
+from conftest import SLOW_LINEAGES, command_env, copy_project, reset_lab, run, smoke_params
 
 pytestmark = pytest.mark.slow
 
 KILL_SEED = 20261130
-LINEAGES = ("linreg-replace", "linreg-accumulate", "lm-replace", "lm-accumulate")
+LINEAGES = SLOW_LINEAGES
 
 
 def _outputs(lab: Path) -> dict[str, bytes]:
@@ -75,6 +75,8 @@ def test_kill_9_anywhere_then_repro_gives_the_uninterrupted_bytes(slow_lab: Path
         _kill_during(lab, "collapse fit --lineage runs/config/lineages/linreg-accumulate.json --iteration 2", rng),
         _kill_during(lab, "collapse fit --modality lm", rng),
         _kill_during(lab, "collapse generate --lineage runs/config/lineages/lm-replace.json --iteration 1", rng),
+        _kill_during(lab, "collapse fit --lineage runs/config/lineages/vae-accumulate.json --iteration 2", rng),
+        _kill_during(lab, "collapse generate --lineage runs/config/lineages/vae-replace.json --iteration 2", rng),
     ]
     print(f"kill seed {KILL_SEED}: " + "; ".join(kills))
     run("dvc", "repro", cwd=lab)

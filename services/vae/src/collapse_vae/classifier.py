@@ -9,6 +9,7 @@ lab's own feature space, so comparable within the lab only).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -50,7 +51,7 @@ class SmallCnn(nn.Module):
         self.blocks = nn.Sequential(*(
             nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(),
                           nn.MaxPool2d(2))
-            for a, b in zip(widths, widths[1:], strict=False)
+            for a, b in itertools.pairwise(widths)
         ))
         self.head = nn.Linear(arch.features, arch.classes)
 
@@ -63,9 +64,9 @@ class SmallCnn(nn.Module):
 
 
 def train_classifier(arch: ClassifierArch, images: np.ndarray, labels: np.ndarray, *, epochs: int,
-                     batch_size: int, learning_rate: float, seed: int) -> SmallCnn:
+                     batch_size: int, learning_rate: float, seed: int, device: str = "cpu") -> SmallCnn:
     torch.manual_seed(seed)
-    model = SmallCnn(arch)
+    model = SmallCnn(arch).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     x_all = torch.from_numpy(images)  # (N, [C,] H, W) uint8
     y_all = torch.from_numpy(labels.astype(np.int64))  # (N,)
@@ -81,26 +82,27 @@ def train_classifier(arch: ClassifierArch, images: np.ndarray, labels: np.ndarra
                 if len(idx) < 2:  # BatchNorm needs two items
                     schedule.step()
                     continue
-                loss = F.cross_entropy(model(as_unit(x_all[idx])), y_all[idx])
+                loss = F.cross_entropy(model(as_unit(x_all[idx].to(device))), y_all[idx].to(device))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 schedule.step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    return model.eval()
+    return model.cpu().eval()
 
 
 @torch.no_grad()
-def predict(model: SmallCnn, images: np.ndarray | torch.Tensor, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: SmallCnn, images: np.ndarray | torch.Tensor, batch_size: int = 1000,
+            device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """(classes (N,), features (N, F) float64) of uint8 images."""
-    model.eval()
+    model.to(device).eval()
     x_all = torch.as_tensor(images)
     classes, features = [], []
     for start in range(0, len(x_all), batch_size):
-        f = model.features(as_unit(x_all[start : start + batch_size]))  # (B, F)
-        classes.append(model.head(f).argmax(1).numpy())
-        features.append(f.double().numpy())
+        f = model.features(as_unit(x_all[start : start + batch_size].to(device)))  # (B, F)
+        classes.append(model.head(f).argmax(1).cpu().numpy())
+        features.append(f.double().cpu().numpy())
     if not classes:
         return np.zeros(0, dtype=np.int64), np.zeros((0, model.arch.features))
     return np.concatenate(classes), np.concatenate(features)

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -250,17 +251,10 @@ def check_celeba(root: Path) -> None:
 
 
 def _celeba_dataset(root: Path, split: str, verify_checksums: bool, transform: object) -> object:
-    from torchvision.datasets import CelebA
-
-    class LocalCelebA(CelebA):
-        """torchvision's CelebA; without ``verify_checksums`` files are checked for presence only."""
-
-        def _check_integrity(self) -> bool:
-            return super()._check_integrity() if verify_checksums else True
+    from collapse_vae.celeba import LocalCelebA
 
     try:
-        return LocalCelebA(str(root), split=split, target_type="attr", transform=transform,
-                           download=False)
+        return LocalCelebA(root, split, transform, verify_checksums=verify_checksums)
     except RuntimeError as error:
         raise DataError(
             f"torchvision could not open CelebA at {root}: {error}. The annotation files must be "
@@ -279,7 +273,7 @@ def load_celeba(root: Path, split: str, positions: Sequence[int] | None, *, crop
     """Images ``positions`` of the official ``split`` (all if None): uint8 (N, 3, side, side)
     after a centre crop of ``crop`` pixels and an antialiased resize; labels from ``attributes``."""
     import torch
-    from torchvision import transforms
+    from torchvision import transforms  # type: ignore[import-untyped]
 
     check_celeba(root)
     transform = transforms.Compose([transforms.CenterCrop(crop), transforms.Resize(side, antialias=True),
@@ -293,7 +287,7 @@ def load_celeba(root: Path, split: str, positions: Sequence[int] | None, *, crop
     chosen = list(range(len(dataset))) if positions is None else list(positions)  # type: ignore[arg-type]
     if chosen and max(chosen) >= len(dataset):  # type: ignore[arg-type]
         raise DataError(f"CelebA {split} split has {len(dataset)} images, {max(chosen) + 1} needed")  # type: ignore[arg-type]
-    subset = torch.utils.data.Subset(dataset, chosen)  # type: ignore[arg-type]
+    subset: torch.utils.data.Dataset[Any] = torch.utils.data.Subset(dataset, chosen)  # type: ignore[arg-type]
     loader = torch.utils.data.DataLoader(subset, batch_size=256, shuffle=False, num_workers=workers)
     images = np.zeros((len(chosen), 3, side, side), dtype=np.uint8)
     attrs = np.zeros((len(chosen), len(columns)), dtype=np.int64)

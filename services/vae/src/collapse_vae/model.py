@@ -24,6 +24,7 @@ stored beside the weights (``config.json``) so loading never guesses.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -64,6 +65,13 @@ class VaeArch:
         return (self.padded[0] // step, self.padded[1] // step)
 
     @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one stored uint8 image: (H, W) grey, (C, H, W) colour."""
+        if self.image_channels == 1:
+            return (self.height, self.width)
+        return (self.image_channels, self.height, self.width)
+
+    @property
     def flat(self) -> int:
         return self.hidden[-1] * self.bottom[0] * self.bottom[1]
 
@@ -93,13 +101,13 @@ class ConvVae(nn.Module):
         self.arch = arch
         k, hidden = arch.kernel, arch.hidden
         channels = (arch.image_channels, *hidden)
-        self.encoder = nn.Sequential(*(_down(a, b, k) for a, b in zip(channels, channels[1:], strict=False)))
+        self.encoder = nn.Sequential(*(_down(a, b, k) for a, b in itertools.pairwise(channels)))
         self.to_mu = nn.Linear(arch.flat, arch.latent)
         self.to_logvar = nn.Linear(arch.flat, arch.latent)
         self.from_latent = nn.Linear(arch.latent, arch.flat)
         back = hidden[::-1]  # 512, 256, 128, 64, 32
         self.decoder = nn.Sequential(
-            *(_up(a, b, k) for a, b in zip(back, back[1:], strict=False)),
+            *(_up(a, b, k) for a, b in itertools.pairwise(back)),
             nn.ConvTranspose2d(back[-1], arch.image_channels, k, stride=2, padding=1),
         )
 

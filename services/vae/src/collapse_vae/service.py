@@ -5,21 +5,26 @@ default scale runs the same loop on Fashion-MNIST with a narrower network so tha
 laptop CPU. Metrics on real test data: the negative ELBO (with its reconstruction and KL
 parts), and "single mode" numbers from a classifier trained once on real training images.
 
-Cost of the paper scale (estimate, not measured on a GPU here): the App. E network at 64×64
-is ≈6.4M parameters and ≈0.26 GFLOP per image forward (≈0.8 GFLOP per training image);
-163k images × 100 epochs ≈ 1.3e16 FLOP per replace iteration, i.e. ≈3–5 GPU-hours on one
-H100-class GPU at the 10–15 % utilisation such small convolutions reach — about 1 h of pure
-math at 40 TFLOP/s — and n times that for accumulate's iteration n (n·163k images).
-Generating 163k images is one decoder pass (≈0.13 GFLOP each): seconds to a minute.
+Cost of the paper scale (an estimate: no GPU was available to measure it). The App. E
+network at 64×64×3 has 6,365,315 parameters and costs ≈71M multiply-adds (≈0.14 GFLOP) per
+image forward, ≈0.43 GFLOP per training image with the backward pass. One replace iteration
+(162,770 images × 100 epochs, ≈254k Adam steps of 64) is ≈7e15 FLOP: ≈15–30 min on one
+H100-class GPU (at batch 64 the step is bound by kernel launches, ≈2–4 ms, more than by
+FLOPs), and accumulate's iteration n costs n times that (n·163k images), so replace +
+accumulate × 5 iterations ≈ 19 replace-iterations ≈ 5–10 GPU-hours. Accumulate's iteration 5
+holds 5 × 163k uint8 images (≈10 GB) in host memory. On a CPU the same network trains at
+≈30–70 images/s per core (``python -m collapse_vae.bench``): ≈3–6 core-days per iteration.
+Generating 163k images is one decoder pass each: about a minute on a GPU.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +49,9 @@ from collapse.store import (
     write_plain_json,
 )
 from collapse_vae.config import PRESETS, VaeConfig
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_FORMAT = "npy-uint8-images"  # (N, H, W) grey or (N, C, H, W) colour, uint8
 LABEL_FORMAT = "npy-int64-labels"
@@ -104,7 +112,7 @@ class VaeModality(Modality):
     }
     step_modules = {  # noqa: RUF012
         "check": ("collapse_vae.config",),
-        "prepare": (_SERVICE, "collapse_vae.data", "collapse_vae.classifier", _MODEL),
+        "prepare": (_SERVICE, "collapse_vae.data", "collapse_vae.celeba", "collapse_vae.classifier", _MODEL),
         "fit": (_SERVICE, _MODEL, "collapse_vae.train"),
         "evaluate": (_SERVICE, _MODEL, "collapse_vae.train", "collapse_vae.classifier"),
         "generate": (_SERVICE, _MODEL),
@@ -157,7 +165,7 @@ class VaeModality(Modality):
             train_order = rng_for(data_seed, "vae", "train-order").permutation(len(train_split.labels))
             test_order = rng_for(data_seed, "vae", "test-order").permutation(len(test_split.labels))
             test_order = test_order[: data.test_items]
-            classifier_n = config.classifier.train_items or len(train_order)
+            classifier_n = min(config.classifier.train_items or len(train_order), len(train_order))
             train = Split(train_split.images[train_order[: max(pool, classifier_n)]],
                           train_split.labels[train_order[: max(pool, classifier_n)]])
             test = Split(test_split.images[test_order], test_split.labels[test_order])
@@ -165,7 +173,7 @@ class VaeModality(Modality):
             description = "Fashion-MNIST (Debian dataset-fashion-mnist), 28×28 grey, official split"
         else:
             train, test, classes = self._celeba(config, data_seed)
-            classifier_n = config.classifier.train_items or len(train.labels)
+            classifier_n = min(config.classifier.train_items or len(train.labels), len(train.labels))
             description = (f"CelebA aligned, centre crop {data.crop} → {data.side}×{data.side}, "
                            f"official split; metric classes = {'×'.join(data.attributes)}")
         if len(train.labels) < pool:
@@ -218,10 +226,12 @@ class VaeModality(Modality):
             wanted = max(pool, config.classifier.train_items or n_train)
             train_order = rng_for(data_seed, "vae", "train-order").permutation(n_train)[:wanted]
             test_order = rng_for(data_seed, "vae", "test-order").permutation(n_test)[: data.test_items]
-            common = {"crop": data.crop, "side": data.side, "attributes": data.attributes,
-                      "verify_checksums": data.verify_checksums, "workers": data.workers}
-            train = load_celeba(root, "train", train_order.tolist(), **common)
-            test = load_celeba(root, "test", test_order.tolist(), **common)
+            def read(split: str, positions: list[int]) -> Any:
+                return load_celeba(root, split, positions, crop=data.crop, side=data.side,
+                                   attributes=data.attributes, verify_checksums=data.verify_checksums,
+                                   workers=data.workers)
+
+            train, test = read("train", train_order.tolist()), read("test", test_order.tolist())
         except DataError as error:
             raise ArtefactError(str(error)) from None
         k = len(data.attributes)
@@ -251,14 +261,16 @@ class VaeModality(Modality):
         arch = ClassifierArch(channels, h, w, len(classes), tuple(config.classifier.hidden))
         settings = config.classifier
         folder = out_dir / CLASSIFIER_DIR
+        device = _device(config)
         with torch_threads(config.train.threads):
             model = train_classifier(
                 arch, train.images[:classifier_n], train.labels[:classifier_n], epochs=settings.epochs,
                 batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-                seed=derive_seed(data_seed, "vae", "classifier"))
-            test_classes, test_features = predict(model, test.images)
+                seed=derive_seed(data_seed, "vae", "classifier"), device=device)
+            test_classes, test_features = predict(model, test.images, device=device)
             t = config.data.train_items
-            train_classes, train_features = predict(model, train.images[:t])
+            train_classes, train_features = predict(model, train.images[:t], device=device)
+        model.cpu()
         accuracy = float((test_classes == test.labels).mean())
         mean, cov = feature_stats(test_features)
         reference = {
@@ -298,6 +310,7 @@ class VaeModality(Modality):
                        likelihood=config.model.likelihood, gaussian_sigma=config.model.gaussian_sigma)
         train = config.train
         device = _device(config)
+        started = time.perf_counter()
         with torch_threads(train.threads):
             torch.manual_seed(derive_seed(seed, "vae", "init", manifest.iteration))
             model = ConvVae(arch)
@@ -306,6 +319,9 @@ class VaeModality(Modality):
                                seed=derive_seed(seed, "vae", "fit", manifest.iteration), device=device,
                                log_path=out_dir / TRAIN_LOG,
                                label=f"{manifest.lineage or 'shared'} iteration {manifest.iteration}")
+        took = time.perf_counter() - started  # printed, never written: files stay deterministic
+        print(f"vae fit: {len(images)} images × {train.epochs} epochs, {result.steps} steps in {took:.1f} s "
+              f"({result.images_seen / max(took, 1e-9):.0f} images/s, {train.threads} thread(s), {device})")
         tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         with atomic_path(out_dir / WEIGHTS) as temporary:
             save_file(tensors, str(temporary))
@@ -341,7 +357,7 @@ class VaeModality(Modality):
                             seed=derive_seed(card.seed, "vae", "elbo", card.iteration),
                             device=generator.device)
             samples = generator.sample(0, config.eval.samples, derive_seed(card.seed, "vae", "eval"))
-            classes, features = predict(classifier, samples, config.eval.batch_size)
+            classes, features = predict(classifier, samples, config.eval.batch_size, generator.device)
         metrics |= class_histogram_metrics(classes, len(info.classes))
         metrics["frechet"] = frechet_distance(*feature_stats(features), mean, cov)
         return metrics
@@ -398,44 +414,13 @@ class VaeGenerator(Generator):
         self.model.load_state_dict(load_file(str(Path(model_dir) / card.weights_file)))
         self.model.to(self.device).eval()
 
-    def latents(self, start: int, stop: int, seed: int):  # noqa: ANN201 - torch.Tensor
-        """z of items [start, stop) (stop − start, latent): item i from its own seeded generator."""
-        import torch
-
-        out = torch.empty(stop - start, self.arch.latent)
-        for i in range(start, stop):
-            g = torch.Generator().manual_seed(derive_seed(seed, "vae", "sample", self.card.iteration, i))
-            out[i - start] = torch.randn(self.arch.latent, generator=g)
-        return out
-
     def sample(self, start: int, stop: int, seed: int, options: Mapping[str, Any] | None = None) -> np.ndarray:
-        """uint8 images (stop − start, [C,] H, W): items [start, stop) of the stream of ``seed``.
-
-        Items are decoded in aligned blocks [kB, (k+1)B), so an item's pixels never depend on
-        which other items a call asked for (not even through a batch-size-dependent kernel).
-        """
-        import torch
-
-        from collapse_vae.model import quantise
-
+        """uint8 images (stop − start, [C,] H, W): items [start, stop) of the stream of ``seed``."""
         unknown = sorted(set(options or {}) - {"temperature"})
         if unknown:
             raise ValueError(f"vae sampling options are temperature only, got {unknown}")
         temperature = float((options or {}).get("temperature", self.config.sampling.temperature))
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0 <= start <= stop:
-            raise ValueError(f"need 0 <= start <= stop, got {start}, {stop}")
-        shape = (self.arch.height, self.arch.width)
-        shape = shape if self.arch.image_channels == 1 else (self.arch.image_channels, *shape)
-        parts = []
-        with torch.no_grad():
-            for block in range(start // SAMPLE_BLOCK, -(-stop // SAMPLE_BLOCK)):
-                lo, hi = block * SAMPLE_BLOCK, (block + 1) * SAMPLE_BLOCK
-                z = self.latents(lo, hi, seed).to(self.device) * temperature  # (B, latent)
-                images = quantise(self.model.mean_image(self.model.decode(z))).cpu().numpy()
-                parts.append(images[max(start, lo) - lo : min(stop, hi) - lo])
-        return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=np.uint8)
+        return decode_items(self.model, start, stop, seed, self.card.iteration, temperature, self.device)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """uint8 images → decoder mean at the posterior mean μ(x), as uint8 (same shape)."""
@@ -450,8 +435,46 @@ class VaeGenerator(Generator):
 
     def write(self, items: Iterable[np.ndarray], out_dir: Path, produced_by: int) -> ShardRef:
         parts = list(items)
-        shape = (self.arch.height, self.arch.width)
-        shape = shape if self.arch.image_channels == 1 else (self.arch.image_channels, *shape)
-        rows = np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=np.uint8)
+        rows = np.concatenate(parts) if parts else np.zeros((0, *self.arch.image_shape), dtype=np.uint8)
         return write_array_shard(out_dir / "shard.npy", rows.astype(np.uint8, copy=False),
                                  origin="synthetic", produced_by=produced_by, format=IMAGE_FORMAT)
+
+
+def item_latents(latent: int, start: int, stop: int, seed: int, iteration: int) -> torch.Tensor:
+    """z of items [start, stop) as a (stop − start, latent) tensor: item i is drawn from its own
+    generator seeded with derive_seed(seed, "vae", "sample", iteration, i)."""
+    import torch
+
+    out = torch.empty(stop - start, latent)
+    for i in range(start, stop):
+        g = torch.Generator().manual_seed(derive_seed(seed, "vae", "sample", iteration, i))
+        out[i - start] = torch.randn(latent, generator=g)
+    return out
+
+
+def decode_items(model: Any, start: int, stop: int, seed: int, iteration: int, temperature: float = 1.0,
+                 device: str = "cpu") -> np.ndarray:
+    """Items [start, stop) of model ``iteration``'s stream of ``seed``: z ~ N(0, t²I) → decoder
+    mean → uint8, shape (stop − start, [C,] H, W).
+
+    Items are decoded in aligned blocks [kB, (k+1)B) (B = SAMPLE_BLOCK), so an item's pixels
+    never depend on which other items a call asked for, not even through a kernel whose
+    rounding depends on the batch size.
+    """
+    import torch
+
+    from collapse_vae.model import quantise
+
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0 <= start <= stop:
+        raise ValueError(f"need 0 <= start <= stop, got {start}, {stop}")
+    arch = model.arch
+    parts = []
+    with torch.no_grad():
+        for block in range(start // SAMPLE_BLOCK, -(-stop // SAMPLE_BLOCK)):
+            lo, hi = block * SAMPLE_BLOCK, (block + 1) * SAMPLE_BLOCK
+            z = item_latents(arch.latent, lo, hi, seed, iteration).to(device) * temperature  # (B, latent)
+            images = quantise(model.mean_image(model.decode(z))).cpu().numpy()  # (B, [C,] H, W)
+            parts.append(images[max(start, lo) - lo : min(stop, hi) - lo])
+    return np.concatenate(parts) if parts else np.zeros((0, *arch.image_shape), dtype=np.uint8)

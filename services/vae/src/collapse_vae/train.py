@@ -40,7 +40,7 @@ def train_step(model: ConvVae, optimizer: torch.optim.Optimizer, batch: torch.Te
     recon, kl = neg_elbo_terms(model, as_unit(batch), noise)
     loss = (recon + kl).mean()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     optimizer.step()
     return recon.detach().sum(), kl.detach().sum()
 
