@@ -85,6 +85,7 @@ def bench(session: nox.Session) -> None:
     install_lab(session, "dvc>=3.60,<4")
     session.run("python", "tests/benchmarks/bench_linreg.py", env=ENV)
     session.run("python", "tests/benchmarks/bench_lm.py", env=ENV)
+    session.run("python", "-m", "collapse_vae.bench", env=ENV)
     session.run("python", "tests/benchmarks/bench_serving.py", env=ENV)
     session.run("python", "tests/benchmarks/bench_pipeline.py", *session.posargs, env=ENV)
 
