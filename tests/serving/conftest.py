@@ -44,3 +44,8 @@ def linreg_server(smoke_lab: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def lm_server(smoke_lab: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from _serve(smoke_lab, "lm", tmp_path_factory.mktemp("lm-server"))
+
+
+@pytest.fixture(scope="session")
+def vae_server(smoke_lab: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _serve(smoke_lab, "vae", tmp_path_factory.mktemp("vae-server"))

