@@ -33,11 +33,14 @@ def share_torch(session: nox.Session) -> None:
     Path(site.strip(), "_collapse_shared_torch.pth").write_text(f"{SHARED_TORCH.resolve()}\n")
 
 
+LOCK = "requirements/lock.txt"  # every dependency pinned; refresh: python3.11 requirements/refresh_lock.py
+
+
 def install_lab(session: nox.Session, *extra: str) -> None:
-    """The contract library and every service, editable, plus ``extra`` requirements."""
+    """The contract library and every service, editable, plus ``extra`` requirements, all pinned by the lock."""
     share_torch(session)
     editable = [arg for package in PACKAGES for arg in ("-e", package)]
-    session.install(*editable, *extra)
+    session.install("-c", LOCK, *editable, *extra)
 
 
 @nox.session

@@ -1,32 +1,31 @@
-# collapse-lab linreg service: runs pipeline stages (`collapse …`, `dvc repro`) and, later, its
-# BentoML endpoint. Built from the project root: docker build -f docker/linreg.Dockerfile .
-# linreg itself needs no GPU; it shares the CUDA base of the other services so one image
-# family runs every stage of a lineage on the same nodes.
-FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
-
-ENV DEBIAN_FRONTEND=noninteractive \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    BENTOML_DO_NOT_TRACK=True \
-    DVC_NO_ANALYTICS=1 \
-    VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH
-
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv git \
-    && rm -rf /var/lib/apt/lists/* \
-    && python3 -m venv /opt/venv
-
+# collapse-lab linreg image: its default command serves the linreg BentoML endpoint; the same image
+# runs the lab's pipeline stages (`collapse …`, `dvc repro`). Build from the project root, after
+# docker/base.Dockerfile:
+#   docker build -f docker/linreg.Dockerfile -t collapse-lab/linreg:0.1.0 .
+# linreg needs no GPU and no torch; it starts from the shared base anyway, so every service image
+# reuses the same large base layers.
+ARG BASE_IMAGE=collapse-lab/base:0.1.0
+FROM ${BASE_IMAGE}
 WORKDIR /lab
+
+# The lab's packages from source, without dependencies: the base holds them all, pinned.
 COPY shared/ shared/
 COPY services/linreg/ services/linreg/
-RUN pip install ./shared ./services/linreg "dvc>=3.60,<4"
+RUN pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/linreg \
+    && pip check \
+    && rm -rf shared/build services/linreg/build
 
-RUN useradd --create-home --uid 1000 lab && chown -R lab /lab
-USER 1000
-
-# The project (params.yaml, dvc.yaml, pipelines/) is mounted at /lab/project.
+# lab, the base image's non-root user
+USER 1000:1000
+# The project (params.yaml, dvc.yaml, pipelines/, runs/) is mounted here; COLLAPSE_PROJECT points
+# the endpoint at it, and stage commands run in it: docker run … collapse-lab/linreg collapse lineages
 WORKDIR /lab/project
-ENTRYPOINT ["collapse"]
-CMD ["--help"]
+EXPOSE 3000
+# BentoML's readiness route on the default command's port. Pipeline-stage runs start no server
+# (docker run --no-healthcheck … skips the check for them).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=4)"]
+# Serves the (lineage, iteration) picked by params.yaml's `serving` section or COLLAPSE_LINEAGE /
+# COLLAPSE_ITERATION. Inside a container it binds 0.0.0.0; the port mapping decides who can reach
+# it (docker run -p 127.0.0.1:3000:3000 … keeps it on the host's loopback).
+CMD ["bentoml", "serve", "collapse_linreg.serving:LinregService", "--host", "0.0.0.0", "--port", "3000"]
