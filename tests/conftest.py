@@ -99,7 +99,12 @@ def slow_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def reset_lab(lab: Path) -> None:
-    """Back to a lab's committed state: params, graph, locks and the outputs they record."""
+    """Back to a lab's committed state: params, graph, locks and exactly the outputs they record
+    (outputs of experiments' extra stages, which git ignores, are removed too)."""
+    import shutil
+
     run("git", "reset", "-q", "--hard", cwd=lab)
     run("git", "clean", "-qfd", cwd=lab)
+    for folder in ("runs", "reports"):
+        shutil.rmtree(lab / folder, ignore_errors=True)
     run("dvc", "checkout", "--force", "-q", cwd=lab)
