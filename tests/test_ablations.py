@@ -17,7 +17,10 @@ ITERATIONS = 2
 
 
 def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
+    """Stages brought up to date: run, or restored from DVC's run-cache (same inputs seen before,
+    e.g. model 1 trained for 3 epochs by an earlier ablation: the runs are byte-identical)."""
+    return set(re.findall(r"Running stage '([^']+)'", output)) | set(
+        re.findall(r"Stage '([^']+)' is cached - skipping run", output))
 
 
 def _all(ran: set[str], needle: str) -> set[str]:
