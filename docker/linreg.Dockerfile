@@ -2,18 +2,20 @@
 # runs the lab's pipeline stages (`collapse …`, `dvc repro`). Build from the project root, after
 # docker/base.Dockerfile:
 #   docker build -f docker/linreg.Dockerfile -t collapse-lab/linreg:0.1.0 .
-# linreg needs no GPU and no torch; it starts from the shared base anyway, so every service image
+# linreg itself needs no GPU and no torch; it starts from the shared base anyway, so every image
 # reuses the same large base layers.
 ARG BASE_IMAGE=collapse-lab/base:0.1.0
 FROM ${BASE_IMAGE}
 WORKDIR /lab
 
-# The lab's packages from source, without dependencies: the base holds them all, pinned.
+# The lab's packages from source, without dependencies (the base holds them all, pinned): shared,
+# this service and the other services too, since the mounted project's params.yaml names every
+# modality and `collapse` checks it against the installed ones before any stage or endpoint runs.
 COPY shared/ shared/
-COPY services/linreg/ services/linreg/
-RUN pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/linreg \
+COPY services/ services/
+RUN pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/* \
     && pip check \
-    && rm -rf shared/build services/linreg/build
+    && rm -rf shared/build services/*/build
 
 # lab, the base image's non-root user
 USER 1000:1000

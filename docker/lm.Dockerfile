@@ -29,17 +29,19 @@ RUN if [ "$VLLM" = yes ]; then \
         && /opt/vllm/bin/pip install --no-cache-dir --no-deps -r requirements/vllm-gpu.txt; \
     fi
 
-# The lab's packages from source, without dependencies: the base holds them all (transformers,
-# tokenizers, safetensors included), pinned; /opt/vllm gets them too, over vLLM's own pins.
+# The lab's packages from source, without dependencies (the base holds them all, pinned): shared,
+# this service and the other services too, since the mounted project's params.yaml names every
+# modality and `collapse` checks it against the installed ones before any stage or endpoint runs.
+# /opt/vllm gets them as well, over vLLM's own pins (which meet their requirements).
 COPY shared/ shared/
-COPY services/lm/ services/lm/
-RUN pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/lm \
+COPY services/ services/
+RUN pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/* \
     && pip check \
     && if [ -x /opt/vllm/bin/python ]; then \
-        /opt/vllm/bin/pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/lm \
+        /opt/vllm/bin/pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/* \
         && /opt/vllm/bin/pip check; \
     fi \
-    && rm -rf shared/build services/lm/build
+    && rm -rf shared/build services/*/build
 
 # lab, the base image's non-root user
 USER 1000:1000

@@ -6,13 +6,14 @@ ARG BASE_IMAGE=collapse-lab/base:0.1.0
 FROM ${BASE_IMAGE}
 WORKDIR /lab
 
-# The lab's packages from source, without dependencies: the base holds them all (torchvision,
-# safetensors, pillow included), pinned.
+# The lab's packages from source, without dependencies (the base holds them all, pinned): shared,
+# this service and the other services too, since the mounted project's params.yaml names every
+# modality and `collapse` checks it against the installed ones before any stage or endpoint runs.
 COPY shared/ shared/
-COPY services/vae/ services/vae/
-RUN pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/vae \
+COPY services/ services/
+RUN pip install --no-cache-dir --no-deps --no-build-isolation ./shared ./services/* \
     && pip check \
-    && rm -rf shared/build services/vae/build
+    && rm -rf shared/build services/*/build
 
 # lab, the base image's non-root user
 USER 1000:1000

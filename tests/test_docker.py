@@ -111,9 +111,10 @@ def test_every_service_image_starts_from_the_shared_base(service: str) -> None:
     assert [rest for op, rest in steps if op == "FROM"] == ["${BASE_IMAGE}"]
     assert arg_defaults(steps)["BASE_IMAGE"] == compose()["services"]["base"]["image"]
     copies = [shlex.split(rest)[0] for op, rest in steps if op == "COPY"]
-    assert "shared/" in copies and f"services/{service}/" in copies
+    assert "shared/" in copies and "services/" in copies
+    # every modality: the mounted project's params.yaml names them all, and `collapse` checks it
     installs = " ".join(rest for op, rest in steps if op == "RUN" and "pip install" in rest)
-    assert f"--no-deps --no-build-isolation ./shared ./services/{service}" in installs
+    assert "--no-deps --no-build-isolation ./shared ./services/*" in installs
     assert "pip check" in installs
     users = [rest for op, rest in steps if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
@@ -161,6 +162,21 @@ def test_lm_image_has_vllm_in_its_own_environment() -> None:
     assert "python3.11 -m venv /opt/vllm" in runs
     assert "/opt/vllm/bin/pip install --no-cache-dir --no-deps -r requirements/vllm-gpu.txt" in runs
     assert pins(REQUIREMENTS / "vllm-gpu.txt")["vllm"].startswith("0.33.")
+
+
+def test_vllm_environment_meets_the_labs_requirements() -> None:
+    """/opt/vllm gets the lab with --no-deps: vLLM's pins must satisfy every package's requirements."""
+    from packaging.requirements import Requirement
+
+    vllm = pins(REQUIREMENTS / "vllm-gpu.txt")
+    for package in ["shared", *(f"services/{s}" for s in SERVICES)]:
+        project = tomllib.loads((ROOT / package / "pyproject.toml").read_text())["project"]
+        for line in project["dependencies"]:
+            requirement = Requirement(line)
+            name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+            if not name.startswith("collapse-lab"):
+                assert name in vllm and requirement.specifier.contains(vllm[name], prereleases=True), (
+                    f"{package}: {line} vs vllm-gpu.txt {name}=={vllm.get(name)}")
 
 
 def test_hadolint_is_clean() -> None:
