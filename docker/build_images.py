@@ -199,10 +199,17 @@ def build(name: str, build_args: list[str], house: Path) -> float:
 
 
 def image_size(name: str) -> float:
-    """Bytes, from buildah's human-readable size ("2.15 GB": decimal units, 3 digits)."""
-    listing = json.loads(run("buildah", "images", "--json", image_name(name), capture=True).stdout)
-    number, unit = str(listing[0]["size"]).split()
-    return float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}[unit]
+    """Bytes: the uncompressed sizes of the image's layers, from buildah's storage records."""
+    store = json.loads(run("buildah", "info", capture=True).stdout)["store"]
+    root, driver = Path(store["GraphRoot"]), store["GraphDriverName"]
+    layers = {layer["id"]: layer for layer in json.loads((root / f"{driver}-layers" / "layers.json").read_text())}
+    images = json.loads((root / f"{driver}-images" / "images.json").read_text())
+    top = next(image["layer"] for image in images if image_name(name) in image.get("names", []))
+    size, layer = 0, layers.get(top)
+    while layer:
+        size += int(layer.get("diff-size", 0))
+        layer = layers.get(layer.get("parent", ""))
+    return size
 
 
 def image_config(name: str) -> dict[str, Any]:
@@ -404,11 +411,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 # --- main --------------------------------------------------------------------------------------
 
 def human(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{size:.0f} B"
-        size /= 1000
-    raise AssertionError
+    """Decimal units, as buildah prints them."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(size) >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size:.0f} B"
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from collapse.modality import ConfigError, Generator, Modality, load_modality
 from collapse.params import LabParams, load_params, validate_all
 from collapse.policy import build_manifest, first_manifest, items_to_generate
 from collapse.store import (
+    FILE_MODE,
     ArtefactError,
     read_json,
     read_model,
@@ -33,6 +35,8 @@ from collapse.store import (
     write_model_card,
     write_plain_json,
 )
+
+_UMASK = 0o666 & ~FILE_MODE
 
 
 def clean_scratch(path: Path) -> None:
@@ -174,6 +178,8 @@ def fit(
     started = time.perf_counter()
     summary = service.fit(config, manifest, real, target, seed)
     print(f"fit took {time.perf_counter() - started:.1f} s")  # timings are printed, never stored
+    for path in [target, *target.rglob("*")]:  # libraries may write 0600/0700: keep it readable to others
+        os.chmod(path, 0o777 & ~_UMASK if path.is_dir() else FILE_MODE)
     write_model_card(  # last: a model dir without card.json is incomplete
         target, summary, modality=modality, lineage=manifest.lineage, iteration=iteration,
         manifest_sha256=sha256_file(manifest_out), train_items=manifest.items, seed=seed,
