@@ -117,5 +117,6 @@ def test_an_edited_model_file_is_caught_and_the_printed_command_repairs_it(slow_
     assert commands[0].startswith("dvc checkout --force") and commands[1] == "dvc repro", message
     for command in commands[:2]:
         run(*command.split(), cwd=slow_lab)
-    assert "changed" not in run("dvc", "status", cwd=slow_lab).stdout
+    status = run("dvc", "status", cwd=slow_lab).stdout
+    assert "modified" not in status and "deleted" not in status, status
     assert target.read_bytes() == original

@@ -183,6 +183,9 @@ def build_pipelines(params: LabParams, root: str | Path = ".") -> dict[str, dict
             "deps": check_code,
             "params": [{layout.PARAMS: None}],
             "outs": check_outs,
+            # never restored from DVC's run-cache: it must look at the graph every time (a topology
+            # change whose params were seen before would otherwise pass unchecked)
+            "always_changed": True,
         }
     }
     plots: list[dict[str, Any]] = []
