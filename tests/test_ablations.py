@@ -93,6 +93,10 @@ def test_sigma_ablation_scales_the_first_error_by_four(lab: Path) -> None:
     _exp(lab, "+linreg.config.sigma=2.0")
     after = EvalReport.model_validate_json(path.read_text()).metrics["test_error"]
     assert after / before == pytest.approx(4.0, rel=1e-9)
+    # the README's comparison commands see the experiment
+    assert "linreg.config.sigma" in run("dvc", "params", "diff", cwd=lab).stdout
+    assert "test_error" in run("dvc", "metrics", "diff", cwd=lab).stdout
+    assert run("dvc", "exp", "show", "--no-pager", cwd=lab).returncode == 0
 
 
 def test_topology_change_through_dvc_stops_before_any_work(lab: Path) -> None:

@@ -125,6 +125,10 @@ def test_smoke_pipeline_end_to_end(smoke_lab: Path) -> None:
 
     # nothing to do the second time (the check always looks at the graph; its outputs stay the same)
     assert _ran(run("dvc", "repro", cwd=lab).stdout) == {"check"}
+    # the README's "running things" commands
+    assert _ran(run("dvc", "repro", "pipelines/linreg-replace/iter_3/dvc.yaml", cwd=lab).stdout) == {"check"}
+    assert _ran(run("dvc", "repro", "-s", "pipelines/linreg-replace/iter_3/dvc.yaml:fit", cwd=lab).stdout) == set()
+    assert "linreg-replace" in run("collapse", "lineages", cwd=lab).stdout
 
     # the cache holds one object per distinct file: accumulate stores every shard once
     outputs = [p for folder in ("runs", "reports") for p in (lab / folder).rglob("*")
