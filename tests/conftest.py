@@ -103,6 +103,10 @@ def reset_lab(lab: Path) -> None:
     (outputs of experiments' extra stages, which git ignores, are removed too)."""
     import shutil
 
+    # A fresh index: after a failed `dvc exp run -S`, DVC can leave git's index holding the
+    # committed blob with the stat data of the edited file (same size, same second), so a plain
+    # `git reset --hard` would believe the edited params.yaml is clean and keep it.
+    (lab / ".git/index").unlink(missing_ok=True)
     run("git", "reset", "-q", "--hard", cwd=lab)
     run("git", "clean", "-qfd", cwd=lab)
     for folder in ("runs", "reports"):

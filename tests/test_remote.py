@@ -25,7 +25,7 @@ def test_push_clone_pull_restores_everything(slow_lab: Path, tmp_path: Path) -> 
     run("dvc", "remote", "add", "-d", "storage", str(remote), cwd=lab)
     run("git", "add", ".dvc/config", cwd=lab)
     run("git", "commit", "-qm", "remote", cwd=lab)
-    run("dvc", "exp", "gc", "--workspace", "-f", cwd=lab)
+    run("dvc", "exp", "remove", "--all-commits", cwd=lab)
     run("dvc", "gc", "--workspace", "--all-commits", "-f", cwd=lab)
     run("dvc", "push", cwd=lab)
 
