@@ -48,14 +48,14 @@ def install_lab(session: nox.Session, *extra: str) -> None:
 def tests(session: nox.Session) -> None:
     """The fast tier: unit and property tests + the smoke pipeline end to end (minutes)."""
     install_lab(session, *TEST_DEPS)
-    session.run("pytest", "-m", "not slow", *session.posargs, env=ENV)
+    session.run("pytest", "-m", "not slow", "--durations=20", *session.posargs, env=ENV)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """The end-to-end tier: every documented ablation through `dvc exp run`, the report in Chromium."""
     install_lab(session, *TEST_DEPS)
-    session.run("pytest", "-m", "slow", *session.posargs, env=ENV)
+    session.run("pytest", "-m", "slow", "--durations=30", *session.posargs, env=ENV)
 
 
 @nox.session
