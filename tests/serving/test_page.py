@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import math
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from serving.servers import Server
 from serving.smoke import lineages, linreg_dim
@@ -15,10 +21,41 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
-CONTROLS = {"linreg": {"n": "6"}, "lm": {"n": "2", "max_new_tokens": "24"}}
+CONTROLS = {"linreg": {"n": "6"}, "lm": {"n": "2", "max_new_tokens": "24"}, "vae": {"n": "6"}}
+DATA_PNG = "data:image/png;base64,"
 
 
-@pytest.mark.parametrize("modality", ["linreg", "lm"])
+def shown_grid(page: Any, side: str) -> np.ndarray:
+    """The PNG grid the panel shows: decoded by the browser (its natural size) and here (its pixels)."""
+    image = page.locator(f"#{side} figure.images img")
+    assert image.count() == 1
+    source = image.get_attribute("src")
+    assert source is not None and source.startswith(DATA_PNG)  # from the answer, never fetched
+    natural = image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(source[len(DATA_PNG):]))))
+    assert natural == [True, pixels.shape[1], pixels.shape[0]]
+    return pixels
+
+
+def check_vae_grids(page: Any, lab: Path, names: dict[str, str], wanted: int) -> None:
+    """Each panel shows items 0..wanted-1 of its lineage's iteration-2 shard, tiled with 1-pixel gaps."""
+    for side, policy in (("left", "replace"), ("right", "accumulate")):
+        shard = np.load(lab / "runs/vae" / names[policy] / "iter_2/samples/shard.npy", allow_pickle=False)
+        height, width = shard.shape[-2:]
+        columns = math.ceil(math.sqrt(wanted))
+        rows = -(-wanted // columns)
+        grid = shown_grid(page, side)
+        assert grid.shape[:2] == (rows * (height + 1) - 1, columns * (width + 1) - 1)
+        for index in range(wanted):
+            top, left = (index // columns) * (height + 1), (index % columns) * (width + 1)
+            assert grid[top : top + height, left : left + width].tolist() == shard[index].tolist()
+        caption = page.inner_text(f"#{side} figure.images figcaption")
+        assert f"{wanted} images" in caption and f"{columns} per row" in caption
+        box = page.locator(f"#{side} figure.images img").bounding_box()
+        assert box is not None and box["width"] >= 2 * grid.shape[1]  # shown upscaled, whole pixels
+
+
+@pytest.mark.parametrize("modality", ["linreg", "lm", "vae"])
 def test_page_samples_replace_beside_accumulate(modality: str, request: pytest.FixtureRequest,
                                                 smoke_lab: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
@@ -49,14 +86,17 @@ def test_page_samples_replace_beside_accumulate(modality: str, request: pytest.F
             for side in ("left", "right"):
                 page.wait_for_selector(f"#{side}[data-state=done]", timeout=240_000)
             wanted = int(CONTROLS[modality]["n"])
-            assert page.locator("#left .sample").count() == page.locator("#right .sample").count() == wanted
+            if modality == "vae":  # one PNG grid of the n images per panel
+                check_vae_grids(page, smoke_lab, names, wanted)
+            else:
+                assert page.locator("#left .sample").count() == page.locator("#right .sample").count() == wanted
             left_card = page.inner_text("#left .card")
             assert "iteration 2" in left_card and names["replace"] in left_card
             assert names["accumulate"] in page.inner_text("#right .card")
             if modality == "linreg":  # the page's first row is the pipeline's first row
                 first = page.locator("#left tbody tr").first.inner_text().split()
                 assert first[0] == "0" and len(first) == 1 + linreg_dim(smoke_lab) + 1
-            else:
+            elif modality == "lm":
                 assert all(page.locator("#left .sample").nth(i).inner_text() is not None for i in range(wanted))
             page.select_option("#right select[name=iteration]", "1")  # iteration 1 beside iteration 2
             page.click("#sample")

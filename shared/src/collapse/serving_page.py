@@ -4,7 +4,9 @@ One HTML document with inline CSS and JS (no CDN, nothing fetched but the server
 endpoints): a person picks a lineage and an iteration in each of two panels — a replace lineage
 beside an accumulate lineage by default — asks for samples and sees them side by side, with the
 model card of what answered. The page knows nothing of modalities: a service describes its
-sample endpoint, the request fields to offer and how to show the answer in a :class:`PageSpec`.
+sample endpoint, the request fields to offer and how to show the answer in a :class:`PageSpec`:
+``texts`` (a numbered list of strings), ``table`` (rows of numbers) or ``images`` (one base64
+PNG of the answer, shown as an ``<img>`` from a ``data:`` URL — no image is fetched).
 
 The page calls ``POST /models`` (the lineages, their trained iterations and the start-up
 model) and ``POST <endpoint>`` with ``lineage``/``iteration`` set per panel.
@@ -44,11 +46,14 @@ class PageSpec(BaseModel):
     intro: str = ""
     endpoint: str = Field(pattern=r"^/[A-Za-z0-9_/-]*$", description="the sample endpoint, e.g. /sample")
     controls: list[Control]
-    render: Literal["texts", "table"]
+    render: Literal["texts", "table", "images"]
     texts_field: str = "texts"  # render "texts": a list of strings
     prefix_field: str | None = None  # render "texts": shown before every text when set (e.g. a prompt)
     matrix_field: str = "x"  # render "table": rows of numbers …
     vector_field: str | None = "y"  # … and one more column
+    image_field: str = "png"  # render "images": one base64 PNG (e.g. a grid of the n images) …
+    columns_field: str | None = "columns"  # … with this many images per row (for the caption)
+    count_field: str | None = "images"  # … of len(answer[count_field]) images (for the caption)
     left_policy: str = "replace"  # the policies the two panels start on
     right_policy: str = "accumulate"
 
@@ -83,6 +88,9 @@ table { border-collapse: collapse; font: 12px/1.3 ui-monospace, monospace; }
 th, td { padding: 2px 7px; text-align: right; border-bottom: 1px solid var(--line); }
 th { position: sticky; top: 0; background: #fff; }
 td.y, th.y { font-weight: 700; border-left: 2px solid var(--line); }
+figure.images { margin: 0; }
+figure.images img { display: block; max-width: 100%; image-rendering: pixelated; background: #000; }
+figure.images figcaption { font-size: 12px; color: var(--muted); margin-top: 6px; }
 @media (max-width: 900px) { main { grid-template-columns: 1fr; } }
 """
 
@@ -182,7 +190,38 @@ function showModel(panel, model) {
     " · card " + model.card_sha256.slice(0, 12) + " · trained on " + model.train_items + " items";
 }
 
-function render(panel, data) {
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+function renderImages(panel, data) {
+  const encoded = data[SPEC.image_field];
+  if (typeof encoded !== "string" || !BASE64.test(encoded)) throw new Error("the answer holds no PNG");
+  const count = SPEC.count_field && Array.isArray(data[SPEC.count_field]) ? data[SPEC.count_field].length : null;
+  const columns = SPEC.columns_field ? data[SPEC.columns_field] : null;
+  const first = data.start || 0;
+  let caption = count === null ? "" : count + (count === 1 ? " image" : " images") + ", items " + first + "–" +
+    (first + count - 1);
+  if (data.shape) caption += (caption ? " · " : "") + data.shape.join("×") + " each";
+  if (columns) caption += (caption ? " · " : "") + columns + " per row";
+  const image = el("img", {class: "grid", alt: caption || "images", src: "data:image/png;base64," + encoded});
+  const figure = el("figure", {class: "images"}, image, el("figcaption", {text: caption}));
+  return new Promise((resolve, reject) => {
+    image.addEventListener("load", () => {
+      // whole-pixel upscaling (crisp), as wide as the panel allows, at most 8×
+      const room = panel.section.clientWidth - 30;
+      const scale = Math.max(1, Math.min(8, Math.floor(room / image.naturalWidth)));
+      image.style.width = image.naturalWidth * scale + "px";
+      resolve();
+    }, {once: true});
+    image.addEventListener("error", () => reject(new Error("the answer's PNG does not decode")), {once: true});
+    panel.out.replaceChildren(figure);
+  });
+}
+
+async function render(panel, data) {
+  if (SPEC.render === "images") {
+    await renderImages(panel, data);
+    return;
+  }
   if (SPEC.render === "texts") {
     const list = el("ol", {class: "texts", start: String((data.start || 0) + 1)});
     const prefix = SPEC.prefix_field ? data[SPEC.prefix_field] : null;
@@ -218,7 +257,7 @@ async function samplePanel(panel) {
   try {
     const data = await post(SPEC.endpoint, body);
     showModel(panel, data.model);
-    render(panel, data);
+    await render(panel, data);
     panel.section.dataset.state = "done";
   } catch (error) {
     panel.out.replaceChildren(el("p", {class: "error", text: String(error.message || error)}));

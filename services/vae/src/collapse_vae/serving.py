@@ -18,10 +18,11 @@ Serve it from the project root (model choice and paths: :mod:`collapse.serving`)
   → the decoder mean at the posterior mean μ(x), as ``image`` and ``png``
   (:meth:`collapse_vae.service.VaeGenerator.reconstruct`).
 * ``POST /models`` — the lineages, their trained iterations and the start-up model.
+* ``GET /ui/`` — a page: pick lineages and iterations, sample, see the two PNG grids side by side
+  (:mod:`collapse.serving_page`, rendered from the ``png`` of ``/sample``; nothing else fetched).
 
 Every answer carries ``model`` (:class:`collapse.serving.ModelInfo`). torch is imported when the
-service starts (in ``__init__``), not when this module is imported. There is no ``/ui/`` page
-yet: :mod:`collapse.serving_page` renders texts and tables, not images.
+service starts (in ``__init__``), not when this module is imported.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pydantic import BaseModel, Field
 from collapse.serving import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    PAGE_PATH,
     ModelInfo,
     ModelRequest,
     ModelsResponse,
@@ -45,6 +47,7 @@ from collapse.serving import (
     http_errors,
     stream_seed,
 )
+from collapse.serving_page import Control, PageSpec, page_app
 
 MAX_SAMPLE = 256
 MAX_START = 2**40
@@ -115,6 +118,24 @@ def _image_shape(generator: Any) -> tuple[int, ...]:
     return tuple(int(side) for side in generator.arch.image_shape)
 
 
+PAGE = PageSpec(
+    title="collapse-lab · VAE samples",
+    intro="Images that model n of a lineage generates from its prior (what iteration n+1 may train on).",
+    endpoint="/sample",
+    controls=[
+        Control(name="n", label="images", kind="int", default=16, min=1, max=MAX_SAMPLE),
+        Control(name="start", label="first image", kind="int", default=0, min=0, max=MAX_START),
+        Control(name="seed", label="seed (blank: the lineage's)", kind="int", min=0,
+                help="blank: the pipeline's stream"),
+    ],
+    render="images",
+    image_field="png",
+    columns_field="columns",
+    count_field="images",
+)
+
+
+@bentoml.asgi_app(page_app(PAGE), path=PAGE_PATH, name="page")
 @bentoml.service(name="collapse-vae", http={"host": DEFAULT_HOST, "port": DEFAULT_PORT}, traffic={"timeout": 120})
 class VaeService:
     """One VAE (chosen by COLLAPSE_LINEAGE / COLLAPSE_ITERATION) behind HTTP."""
