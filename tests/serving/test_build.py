@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,11 @@ from serving.smoke import BIN, copy_project, run
 
 pytestmark = pytest.mark.slow
 
-ROUTES = {"linreg": {"/models", "/predict", "/sample"}, "lm": {"/models", "/generate", "/score"}}
+ROUTES = {"linreg": {"/models", "/predict", "/sample"}, "lm": {"/models", "/generate", "/score"},
+          "vae": {"/models", "/sample", "/reconstruct"}}
 
 
-@pytest.mark.parametrize("modality", ["linreg", "lm"])
+@pytest.mark.parametrize("modality", ["linreg", "lm", "vae"])
 def test_bentoml_build_offline(modality: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lab = copy_project(tmp_path / "lab")
     home = tmp_path / "bentoml-home"
@@ -37,3 +39,9 @@ def test_bentoml_build_offline(modality: str, tmp_path: Path, monkeypatch: pytes
     assert {route["route"] for route in info["schema"]["routes"]} == ROUTES[modality]
     assert info["services"][0]["config"]["http"]["host"] == "127.0.0.1"
     assert not (bento / "env/python/requirements.lock.txt").exists()  # lock_packages: false
+    # every runtime requirement of the two wheels is listed by the bento itself
+    projects = [tomllib.loads((lab / package / "pyproject.toml").read_text())["project"]
+                for package in ("shared", f"services/{modality}")]
+    needed = {requirement for project in projects for requirement in project["dependencies"]
+              if not requirement.startswith("collapse-lab-")}
+    assert needed <= set((bento / "env/python/requirements.txt").read_text().split())
