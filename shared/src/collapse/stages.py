@@ -25,18 +25,17 @@ from collapse.modality import ConfigError, Generator, Modality, load_modality
 from collapse.params import LabParams, load_params, validate_all
 from collapse.policy import build_manifest, first_manifest, items_to_generate
 from collapse.store import (
-    FILE_MODE,
     ArtefactError,
+    file_mode,
     read_json,
     read_model,
     read_shard_ref,
     sha256_file,
+    umask,
     write_json,
     write_model_card,
     write_plain_json,
 )
-
-_UMASK = 0o666 & ~FILE_MODE
 
 
 def clean_scratch(path: Path) -> None:
@@ -179,7 +178,7 @@ def fit(
     summary = service.fit(config, manifest, real, target, seed)
     print(f"fit took {time.perf_counter() - started:.1f} s")  # timings are printed, never stored
     for path in [target, *target.rglob("*")]:  # libraries may write 0600/0700: keep it readable to others
-        os.chmod(path, 0o777 & ~_UMASK if path.is_dir() else FILE_MODE)
+        os.chmod(path, 0o777 & ~umask() if path.is_dir() else file_mode())
     write_model_card(  # last: a model dir without card.json is incomplete
         target, summary, modality=modality, lineage=manifest.lineage, iteration=iteration,
         manifest_sha256=sha256_file(manifest_out), train_items=manifest.items, seed=seed,

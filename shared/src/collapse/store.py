@@ -38,13 +38,16 @@ class ShardIntegrityError(ArtefactError):
         self.path, self.expected, self.actual = path, expected, actual
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask, read when needed (never at import: a forked command has its own)."""
     current = os.umask(0)
     os.umask(current)
     return current
 
 
-FILE_MODE = 0o666 & ~_umask()  # what open() would give: files stay readable by other users
+def file_mode() -> int:
+    """What open() would give: files stay readable by other users (mkstemp alone makes 0600)."""
+    return 0o666 & ~umask()
 
 
 def sha256_file(path: str | Path) -> str:
@@ -62,7 +65,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
-    os.chmod(temporary, FILE_MODE)  # mkstemp makes 0600
+    os.chmod(temporary, file_mode())  # mkstemp makes 0600
     try:
         yield Path(temporary)
         os.replace(temporary, target)
