@@ -106,6 +106,11 @@ def test_topology_change_through_dvc_stops_before_any_work(lab: Path) -> None:
     assert _ran(result.stdout) == {"check"}
     assert "collapse pipeline write" in result.stdout + result.stderr
     assert "collapse exp run" in result.stdout + result.stderr
+    # README: DVC leaves the edited value behind; `git show HEAD:params.yaml > params.yaml` undoes it
+    committed = run("git", "show", "HEAD:params.yaml", cwd=lab).stdout
+    assert (lab / "params.yaml").read_text() != committed
+    (lab / "params.yaml").write_text(committed)
+    assert run("collapse", "pipeline", "check", cwd=lab).returncode == 0
 
 
 def test_adding_a_lineage_reruns_no_stage_of_the_others(lab: Path) -> None:

@@ -1,9 +1,10 @@
 """Pipeline bookkeeping benchmarks (`nox -s bench`); ratios against baselines of the same run.
 
 1. Per-stage cost as lineages grow: a linreg replace + accumulate pair at smoke scale (compute
-   ≈ 0) with N = 10, 50, 100 iterations, through `dvc repro` and through `dvc exp run`, each in a
-   fresh copy of the project. Prints seconds per stage and the ratio N=100 / N=10 (target ≤ 1.3),
-   plus one `collapse` start-up as the unit.
+   ≈ 0) with N = 10, 50, 100 iterations, through `dvc repro`, `collapse exp run` (repro + exp
+   save) and `dvc exp run` (N = 10, 50 only: its cost per stage grows with the lab's stage count),
+   each in a fresh copy of the project. Prints seconds per stage and the ratio N=100 / N=10
+   (target ≤ 1.3), plus one `collapse` start-up in its own process as the unit.
 2. The default linreg pipeline (5 regimes × 10 iterations, figures and report) wall time; with
    ``--before REV`` the same for an older revision of the lab, run in the same session from a git
    worktree (its sources put first on PYTHONPATH), so before/after share the machine's load.
@@ -28,11 +29,22 @@ BIN = Path(sys.executable).parent
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
 
 
-def _env(pythonpath: str | None = None) -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+def _env(pythonpath: str | None = None, shim: Path | None = None) -> dict[str, str]:
+    path = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    env = dict(os.environ, PATH=f"{shim}{os.pathsep}{path}" if shim else path, DVC_NO_ANALYTICS="1")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as on any ordinary machine
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     return env
+
+
+def _old_console_script(folder: Path) -> Path:
+    """A `collapse` command for revisions whose console script was ``collapse.cli:main``."""
+    folder.mkdir()
+    script = folder / "collapse"
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom collapse.cli import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    return folder
 
 
 def _copy(source: Path, lab: Path) -> None:
@@ -70,34 +82,39 @@ def _pair(n: int) -> dict[str, dict[str, object]]:
             for p in ("replace", "accumulate")}
 
 
-def bench_scaling(sizes: list[int], tools: list[str]) -> None:
+COMMANDS = {
+    "repro": ["dvc", "repro"],
+    "collapse-exp": ["collapse", "exp", "run", "-S", "linreg.scale=smoke"],  # repro + dvc exp save
+    "dvc-exp": ["dvc", "exp", "run"],
+}
+
+
+def bench_scaling(sizes: list[int], tools: list[str], dvc_exp_sizes: list[int]) -> None:
     env = _env()
     start = time.perf_counter()
-    subprocess.run(["collapse", "lineages", "--json"], cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(["collapse", "lineages", "--json"], cwd=ROOT, env={**env, "COLLAPSE_FORKSERVER": "0"},
+                   check=True, capture_output=True)
     unit = time.perf_counter() - start
-    rows = []
-    for n in sizes:
-        row: dict[str, float] = {"N": n}
-        commands = {"repro": ["dvc", "repro"], "exp": ["dvc", "exp", "run"]}
+    rows: dict[str, dict[int, tuple[int, float]]] = {tool: {} for tool in tools}
+    for n in sorted(set(sizes) | set(dvc_exp_sizes)):
         for tool in tools:
-            command = commands[tool]
+            if n not in (dvc_exp_sizes if tool == "dvc-exp" else sizes):
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 lab = _lab(Path(tmp), ROOT, _pair(n), "smoke", env)
-                wall, stages = _timed(command, lab, env)
-            row[f"{tool}_s"], row[f"{tool}_stages"], row[f"{tool}_per"] = wall, stages, wall / stages
-            print(f"  N={n:>3} {tool:>5}: {stages} stages in {wall:7.1f} s = {wall / stages:.3f} s/stage", flush=True)
-        rows.append(row)
+                wall, stages = _timed(COMMANDS[tool], lab, env)
+            rows[tool][n] = (stages, wall)
+            print(f"  N={n:>3} {tool:>12}: {stages} stages in {wall:7.1f} s = {wall / stages:.3f} s/stage", flush=True)
     print("\nlinreg replace + accumulate at smoke scale (compute ≈ 0): DVC bookkeeping per stage")
-    print(f"{'N':>4} {'stages':>7} {'repro s':>9} {'s/stage':>8} {'stages':>7} {'exp s':>9} {'s/stage':>8}")
-    for row in rows:
-        cells = "".join(f" {row.get(f'{t}_stages', 0):>7.0f} {row.get(f'{t}_s', 0):>9.1f} "
-                        f"{row.get(f'{t}_per', 0):>8.3f}" for t in ("repro", "exp"))
-        print(f"{row['N']:>4.0f}{cells}")
-    if len(rows) > 1:
-        first, last = rows[0], rows[-1]
-        ratios = ", ".join(f"{t} {last[f'{t}_per'] / first[f'{t}_per']:.2f}" for t in tools)
-        print(f"ratio per stage N={last['N']:.0f} / N={first['N']:.0f}: {ratios}  (target ≤ 1.3)")
-    print(f"one `collapse` start-up: {unit:.2f} s")
+    print(f"{'tool':>12} {'N':>4} {'stages':>7} {'wall s':>8} {'s/stage':>8}")
+    for tool, by_n in rows.items():
+        for n, (stages, wall) in sorted(by_n.items()):
+            print(f"{tool:>12} {n:>4} {stages:>7} {wall:>8.1f} {wall / stages:>8.3f}")
+        if len(by_n) > 1:
+            first, last = min(by_n), max(by_n)
+            ratio = (by_n[last][1] / by_n[last][0]) / (by_n[first][1] / by_n[first][0])
+            print(f"{tool:>12} ratio per stage N={last} / N={first}: {ratio:.2f}  (target ≤ 1.3)")
+    print(f"one `collapse` start-up in its own process (COLLAPSE_FORKSERVER=0): {unit:.2f} s")
 
 
 DEFAULT_LINREG = ("replace", "accumulate", "replace_multiple", "accumulate_subsample", "accumulate_fresh")
@@ -126,7 +143,7 @@ def bench_default(before: str | None) -> None:
                            capture_output=True)
             try:
                 path = os.pathsep.join(str(tree / p) for p in ("shared/src", "services/linreg/src", "services/lm/src"))
-                old = _default_linreg(tree, _env(path), "linreg-only")
+                old = _default_linreg(tree, _env(path, _old_console_script(Path(tmp) / "bin")), "linreg-only")
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
         print(f"  revision {before}: {old:.1f} s → after/before = {after / old:.2f}")
@@ -136,14 +153,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 100])
     parser.add_argument("--before", help="also time the default linreg pipeline of this git revision")
-    parser.add_argument("--tools", nargs="+", choices=["repro", "exp"], default=["repro", "exp"])
+    parser.add_argument("--tools", nargs="+", choices=list(COMMANDS), default=list(COMMANDS))
+    parser.add_argument("--dvc-exp-sizes", type=int, nargs="+", default=[10, 50],
+                        help="N for `dvc exp run`, whose cost per stage grows with the lab's stage count")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--skip-default", action="store_true")
     args = parser.parse_args()
     if not args.skip_default:
         bench_default(args.before)
     if not args.skip_scaling:
-        bench_scaling(args.sizes, args.tools)
+        bench_scaling(args.sizes, args.tools, args.dvc_exp_sizes)
 
 
 if __name__ == "__main__":

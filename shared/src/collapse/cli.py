@@ -195,9 +195,23 @@ def cmd_exp_run(args: argparse.Namespace) -> int:
     atomic_write_bytes(path, yaml.safe_dump(changed, sort_keys=False).encode())
     written = pipeline.write(params, args.root)
     print(f"applied {', '.join(args.set)}; stage graph: {len(written)} files")
-    command = ["dvc", "exp", "run", *args.dvc_args]
-    print("+ " + " ".join(command), flush=True)
-    return subprocess.run(command, check=False).returncode
+    # `dvc repro` + `dvc exp save` records the same experiment as `dvc exp run` would, at repro's
+    # cost: `dvc exp run` (DVC 3.67) rebuilds its index of every stage file after each stage to
+    # decide what to git-stage, so its cost per stage grows with the number of stages in the lab.
+    repro = ["dvc", "repro", *args.dvc_args]
+    print("+ " + " ".join(repro), flush=True)
+    code = subprocess.run(repro, cwd=args.root, check=False).returncode
+    if code != 0:
+        print(f"collapse exp run: `{' '.join(repro)}` failed (exit {code}); params.yaml keeps the settings, "
+              "no experiment was saved — fix the cause and run `dvc repro`, then `dvc exp save`", file=sys.stderr)
+        return code
+    listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", "params.yaml", "dvc.yaml",
+                             "dvc.lock", "pipelines"], cwd=args.root, capture_output=True, text=True, check=False)
+    untracked = [a for path in listed.stdout.split() for a in ("-I", path)]
+    save = ["dvc", "exp", "save", *(["--name", args.name] if args.name else []), *untracked]
+    print(f"+ dvc exp save{f' --name {args.name}' if args.name else ''} (+ {len(untracked) // 2} untracked "
+          "stage files)", flush=True)
+    return subprocess.run(save, cwd=args.root, check=False).returncode
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -270,15 +284,18 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     exp = commands.add_parser("exp", help="DVC experiments that may change the stage graph")
     exp_commands = exp.add_subparsers(dest="exp_command", required=True, metavar="COMMAND")
     sub = exp_commands.add_parser(
-        "run", help="apply -S key=value like `dvc exp run -S`, regenerate the graph, run the experiment",
-        description="For changes of topology (a lineage's seed or iterations, a new lineage) that "
-        "`dvc exp run -S` cannot make; value changes work with `dvc exp run -S` directly.")
+        "run", help="apply -S key=value like `dvc exp run -S`, regenerate the graph, run and save the experiment",
+        description="Edits params.yaml like `dvc exp run -S`, regenerates the stage graph (so topology "
+        "changes work: a lineage's seed or iterations, a new lineage), runs `dvc repro` and records the "
+        "result with `dvc exp save`. Value changes also work with `dvc exp run -S` directly, whose cost "
+        "per stage grows with the number of stages in the lab.")
     sub.set_defaults(func=cmd_exp_run)
     sub.add_argument("--params", default=layout.PARAMS)
     sub.add_argument("--root", default=".")
     sub.add_argument("-S", "--set-param", dest="set", action="append", required=True,
                      metavar="KEY=VALUE", help="[+|++]key=value or ~key, as in dvc exp run -S")
-    sub.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed on to `dvc exp run`")
+    sub.add_argument("-n", "--name", help="the experiment's name (as in `dvc exp save -n`)")
+    sub.add_argument("dvc_args", nargs=argparse.REMAINDER, help="passed on to `dvc repro`")
 
     for name in installed_modalities():
         sub = commands.add_parser(name, help=f"{name}-specific commands")
