@@ -85,6 +85,13 @@ def pipeline(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """Each service's real server under 4 concurrent clients for 120 s: errors and RSS growth (≤ 10 %)."""
+    install_lab(session, *TEST_DEPS)
+    session.run("python", "tests/serving/soak.py", "--seconds", "120", "--clients", "4", *session.posargs, env=ENV)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints ratios against a baseline measured in the same run."""
     install_lab(session, "dvc>=3.60,<4")

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from serving.smoke import ROOT, command_env
 
 pytestmark = pytest.mark.slow
 
-README_PORT = {"linreg": "3000", "lm": "3001"}
+README_PORT = {"linreg": "3000", "lm": "3001", "vae": "3002"}
 CURL = {
     "linreg": [
         "curl -s -X POST http://127.0.0.1:3000/models -H 'Content-Type: application/json' -d '{}'",
@@ -37,7 +38,14 @@ CURL = {
         "curl -s -X POST http://127.0.0.1:3001/score -H 'Content-Type: application/json' "
         "-d '{\"texts\": [\"The little rabbit ran home.\"]}'",
     ],
+    "vae": [
+        "curl -s -X POST http://127.0.0.1:3002/sample -H 'Content-Type: application/json' "
+        "-d '{\"n\": 4, \"start\": 0}'",
+    ],
 }
+VAE_PNG = ("curl -s -X POST http://127.0.0.1:3002/sample -H 'Content-Type: application/json' -d '{\"n\": 16}' | "
+           "python -c 'import base64, json, sys; open(\"grid.png\", \"wb\").write(base64.b64decode(json.load("
+           "sys.stdin)[\"png\"]))'")
 CLIENT = {
     "linreg": """\
 import bentoml
@@ -67,7 +75,7 @@ def _readme_check(example: str) -> None:
         assert line.strip() in readme, f"README's serving section lacks: {line.strip()}"
 
 
-@pytest.mark.parametrize("modality", ["linreg", "lm"])
+@pytest.mark.parametrize("modality", ["linreg", "lm", "vae"])
 def test_curl_examples(modality: str, request: pytest.FixtureRequest) -> None:
     server: Server = request.getfixturevalue(f"{modality}_server")
     for example in CURL[modality]:
@@ -87,3 +95,11 @@ def test_client_examples(modality: str, request: pytest.FixtureRequest) -> None:
                             env=command_env(), timeout=600, check=False)
     assert result.returncode == 0, result.stderr
     assert re.search(r"\S", result.stdout)
+
+
+def test_vae_png_example(vae_server: Server, tmp_path: Path) -> None:
+    """The README's pipe from /sample to grid.png, run by the shell as written (in a scratch folder)."""
+    _readme_check(VAE_PNG)
+    command = VAE_PNG.replace(":3002/", f":{vae_server.port}/")
+    subprocess.run(["bash", "-c", command], cwd=tmp_path, env=command_env(), check=True, timeout=300)
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
