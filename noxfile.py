@@ -78,7 +78,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def pipeline(session: nox.Session) -> None:
     """The default experiment: every lineage in params.yaml through `dvc repro`."""
-    install_lab(session, "dvc>=3.60,<4")
+    install_lab(session, *DVC)
     session.run("collapse", "pipeline", "check", env=ENV)
     session.run("dvc", "repro", *session.posargs, env=ENV)
     session.run("collapse", "lineages", env=ENV)
@@ -94,7 +94,7 @@ def soak(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks; each prints ratios against a baseline measured in the same run."""
-    install_lab(session, "dvc>=3.60,<4")
+    install_lab(session, *DVC)
     session.run("python", "tests/benchmarks/bench_linreg.py", env=ENV)
     session.run("python", "tests/benchmarks/bench_lm.py", env=ENV)
     session.run("python", "-m", "collapse_vae.bench", env=ENV)
