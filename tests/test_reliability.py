@@ -51,18 +51,26 @@ def _running(pattern: str) -> bool:
 
 def _kill_during(lab: Path, pattern: str, rng: random.Random, timeout: float = 900) -> str:
     """Start `dvc repro`, kill -9 its process group a seeded moment after ``pattern`` runs."""
-    process = subprocess.Popen(["dvc", "repro"], cwd=lab, env=command_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    log = lab.parent / "killed-repro.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(["dvc", "repro"], cwd=lab, env=command_env(), stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     started = time.monotonic()
     while not _running(pattern):
         if process.poll() is not None or time.monotonic() - started > timeout:
-            raise AssertionError(f"`{pattern}` never ran (dvc repro exited {process.returncode})")
+            tail = log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"`{pattern}` never ran (dvc repro exited {process.returncode}):\n{tail}")
         time.sleep(0.05)
+    # a seeded moment inside the stage; a stage that ends sooner (smoke linreg stages take ~0.1 s) is
+    # killed right after, in DVC's bookkeeping, before later stages (the next kill's target) start
     delay = rng.uniform(0.1, 1.5)
-    time.sleep(delay)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline and _running(pattern):
+        time.sleep(0.01)
+    waited = delay - max(0.0, deadline - time.monotonic())
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    return f"killed {delay:.2f} s into `{pattern}`"
+    return f"killed {waited:.2f} s into `{pattern}` (drawn {delay:.2f} s)"
 
 
 def test_kill_9_anywhere_then_repro_gives_the_uninterrupted_bytes(slow_lab: Path, tmp_path: Path) -> None:
