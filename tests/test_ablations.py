@@ -3,6 +3,7 @@ change of topology) on a small smoke graph, checking which stages it re-ran (slo
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -32,8 +33,8 @@ def lab(slow_lab: Path) -> Path:
     return slow_lab
 
 
-def _exp(lab: Path, *settings: str, tool: str = "dvc") -> set[str]:
-    args = [a for s in settings for a in ("-S", s)]
+def _exp(lab: Path, *settings: str, tool: str = "dvc", name: str | None = None) -> set[str]:
+    args = [a for s in settings for a in ("-S", s)] + (["-n", name] if name else [])
     command = ["dvc", "exp", "run", *args] if tool == "dvc" else ["collapse", "exp", "run", *args]
     result = run(*command, cwd=lab)
     ran = _ran(result.stdout)
@@ -116,10 +117,17 @@ def test_topology_change_through_dvc_stops_before_any_work(lab: Path) -> None:
 def test_adding_a_lineage_reruns_no_stage_of_the_others(lab: Path) -> None:
     reset_lab(lab)
     ran = _exp(lab, "+lineages.linreg-more={modality: linreg, policy: replace_multiple, seed: 0, iterations: 2}",
-               tool="collapse")
+               tool="collapse", name="more")
     assert ran - {"check", "report"} == {"pipelines/linreg-more/iter_1/dvc.yaml:generate",
                                          "pipelines/linreg-more/iter_2/dvc.yaml:fit",
                                          "pipelines/linreg-more/iter_2/dvc.yaml:evaluate-generate"}
+    # saved as a named experiment (`dvc exp save`) holding the new lineage and its metrics
+    shown = json.loads(run("dvc", "exp", "show", "--json", cwd=lab).stdout)
+    saved = [e for baseline in shown for e in baseline.get("experiments") or [] if e.get("name") == "more"]
+    assert len(saved) == 1
+    data = saved[0]["revs"][0]["data"]
+    assert "linreg-more" in data["params"]["params.yaml"]["data"]["lineages"]
+    assert any("linreg-more/iter_2/eval.json" in path for path in data["metrics"])
 
 
 def test_every_readme_ablation_is_tested() -> None:

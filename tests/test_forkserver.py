@@ -90,7 +90,7 @@ def test_a_forked_command_answers_like_a_fresh_process(runtime: Path) -> None:
     assert helped.returncode == 0 and "usage: collapse" in helped.stdout
 
 
-def test_cwd_umask_and_environment_are_the_commands(runtime: Path, tmp_path: Path) -> None:
+def test_cwd_and_umask_are_the_commands(runtime: Path, tmp_path: Path) -> None:
     collapse(["lineages", "--json"], runtime)
     server_pid(runtime)
     lab = tmp_path / "lab"

@@ -205,7 +205,7 @@ def cmd_exp_run(args: argparse.Namespace) -> int:
         print(f"collapse exp run: `{' '.join(repro)}` failed (exit {code}); params.yaml keeps the settings, "
               "no experiment was saved — fix the cause and run `dvc repro`, then `dvc exp save`", file=sys.stderr)
         return code
-    listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", "params.yaml", "dvc.yaml",
+    listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", args.params, "dvc.yaml",
                              "dvc.lock", "pipelines"], cwd=args.root, capture_output=True, text=True, check=False)
     untracked = [a for path in listed.stdout.split() for a in ("-I", path)]
     save = ["dvc", "exp", "save", *(["--name", args.name] if args.name else []), *untracked]

@@ -16,16 +16,14 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-# the fork server's protocol (kept here too: this module must not import collapse.forkserver's deps)
-HEADER = struct.Struct("!I")
-STATUS = struct.Struct("!i")
-PID, EXIT, STALE = b"P", b"X", b"S"
+# the fork server's protocol; collapse.forkserver imports only the standard library at module level
+from collapse.forkserver import EXIT, HEADER, PID, STALE, STATUS
+
 # environment read once at interpreter or library start-up: a server serves only its own values
 STARTUP_ENV_PREFIXES = ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "NUMEXPR_", "CUDA", "TORCH", "PYDANTIC",
                         "LD_")
