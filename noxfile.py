@@ -80,6 +80,7 @@ def pipeline(session: nox.Session) -> None:
     """The default experiment: every lineage in params.yaml through `dvc repro`."""
     install_lab(session, *DVC)
     session.run("collapse", "pipeline", "check", env=ENV)
+    session.run("collapse", "recover", env=ENV)  # a killed earlier run can leave DVC's lock files truncated
     session.run("dvc", "repro", *session.posargs, env=ENV)
     session.run("collapse", "lineages", env=ENV)
 

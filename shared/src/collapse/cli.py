@@ -214,6 +214,28 @@ def cmd_exp_run(args: argparse.Namespace) -> int:
     return subprocess.run(save, cwd=args.root, check=False).returncode
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from collapse.recover import DvcBusyError, recover
+
+    try:
+        damage, aside = recover(Path(args.root))
+    except ModuleNotFoundError as error:  # DVC is a lab requirement, not a core one (serving images)
+        print(f"collapse recover: reads DVC's files with DVC's own loaders and needs it ({error}): "
+              "pip install 'dvc>=3.60,<4'", file=sys.stderr)
+        return 2
+    except DvcBusyError as error:
+        print(f"collapse recover: {error}", file=sys.stderr)
+        return 1
+    if not damage:
+        print("collapse recover: DVC's lock files are intact; nothing to do")
+        return 0
+    for item in damage:
+        print(f"moved aside {item.path.as_posix()}: {item.problem}")
+    print(f"collapse recover: {len(damage)} damaged DVC file(s) kept in {aside.as_posix() if aside else ''}; "
+          "now run `dvc repro` (it re-runs the stages whose lock entries were lost, same bytes)")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -279,6 +301,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     sub = command("pipeline", cmd_pipeline, "write or check the DVC stage graph against params.yaml")
     sub.add_argument("action", choices=["write", "check"])
+    sub.add_argument("--root", default=".", help="project root holding dvc.yaml")
+
+    sub = commands.add_parser(
+        "recover", help="after a killed `dvc repro`: move aside DVC lock files the kill left truncated",
+        description="DVC rewrites .dvc/tmp/rwlock and each dvc.lock in place; a kill -9 during that write "
+        "leaves them unreadable and `dvc repro` refuses to start. This moves each damaged one to "
+        ".dvc/tmp/recovered/ (refusing while a DVC command runs here); a no-op when all are intact.")
+    sub.set_defaults(func=cmd_recover)
     sub.add_argument("--root", default=".", help="project root holding dvc.yaml")
 
     exp = commands.add_parser("exp", help="DVC experiments that may change the stage graph")

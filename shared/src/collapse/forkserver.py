@@ -40,7 +40,7 @@ import struct
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 IDLE_SECONDS = 60.0
 PRELOAD = ("collapse.cli", "collapse.stages", "collapse.params", "collapse.pipeline", "collapse.seeds")
@@ -74,13 +74,9 @@ def _mtime(path: str) -> int:
 def serve(socket_path: Path, python_path: list[str]) -> None:
     """Run the server on ``socket_path`` until idle; at most one per path (a lock file)."""
     sys.path[:] = python_path
-    lock = open(f"{socket_path}.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    lock = _take_lock(Path(f"{socket_path}.lock"))
+    if lock is None:
         return  # another server for this key is starting or running
-    lock.write(f"{os.getpid()}\n")  # who serves this socket (for people and tests)
-    lock.flush()
     import importlib
 
     for name in PRELOAD:
@@ -114,6 +110,30 @@ def serve(socket_path: Path, python_path: list[str]) -> None:
                 os.unlink(socket_path)
         except OSError:
             pass
+        os.unlink(lock.name)  # still holding it: a server starting now locks a new file (see _take_lock)
+        lock.close()
+
+
+def _take_lock(path: Path) -> TextIO | None:
+    """Hold ``path`` (flock) with our pid in it, or None when another server holds it. A server
+    removes its lock file on exit, so the file locked must still be the one at ``path``."""
+    while True:
+        lock = open(path, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return None
+        try:
+            current = os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")  # who serves this socket (for people and tests)
+            lock.flush()
+            return lock
+        lock.close()  # removed by a server that ended after we opened it: try the new file
 
 
 def _receive(connection: socket.socket) -> tuple[dict[str, Any], list[int]]:
