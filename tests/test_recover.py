@@ -44,7 +44,8 @@ def _recover(project: Path) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("content", [b"", b'{"read": {}, "write": {"out.txt": {"pid": 4', b"\x00\x00\x00"])
+@pytest.mark.parametrize("content", [b"", b'{"read": {}, "write": {"out.txt": {"pid": 4', b"\x00\x00\x00"],
+                         ids=["empty", "cut-off", "zeroed"])
 def test_a_truncated_rwlock_is_moved_aside_and_repro_runs(dvc_project: Path, content: bytes) -> None:
     rwlock = dvc_project / ".dvc/tmp/rwlock"
     rwlock.write_bytes(content)
@@ -61,7 +62,7 @@ def test_a_truncated_rwlock_is_moved_aside_and_repro_runs(dvc_project: Path, con
     (lambda text: b"", "dvc.lock' validation failed"),  # the usual case: killed between truncate and write
     (lambda text: text[:text.index(b"hash: md5") + 7], "failed to reproduce"),  # `hash: m`, DVC crashes
     (lambda text: text[:text.index(b"outs:") + 3], "dvc.lock' is invalid"),
-])
+], ids=["empty", "inside-a-value", "inside-a-key"])
 def test_a_cut_off_lock_file_is_moved_aside_and_the_stage_reruns_to_the_same_bytes(dvc_project: Path, cut, refusal
                                                                                   ) -> None:  # type: ignore[no-untyped-def]
     lock = dvc_project / "dvc.lock"
