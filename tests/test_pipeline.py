@@ -98,6 +98,9 @@ def test_smoke_pipeline_end_to_end(smoke_lab: Path) -> None:
         assert (lab / "reports/linreg" / figure).read_bytes()[:4] == b"\x89PNG"
     page = (lab / "reports/index.html").read_text()
     assert all(name in page for name in lineages)
+    # each compute table: iteration, training items (once), the service's compute facts, the metric
+    heads = re.findall(r"<tr><th>iteration</th><th>training items</th>(.*?)</tr>", page)
+    assert heads and all("<th>items</th>" not in head for head in heads), heads
     metrics = json.loads(run("dvc", "metrics", "show", "--json", cwd=lab).stdout)
     assert metrics  # DVC sees the per-iteration metrics
 

@@ -142,7 +142,8 @@ def _short(sha: str) -> str:
 
 def _compute_table(service: Modality, view: LineageView, metrics: dict[int, dict[str, float]]) -> str:
     cards = {s.iteration: _read(s.model / "card.json", ModelCard) for s in view.iterations}
-    keys = sorted({k for card in cards.values() if card for k in card.compute})
+    # compute["items"] is the training-set size, already the second column
+    keys = sorted({k for card in cards.values() if card for k in card.compute if k != "items"})
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     body = ""
     for n, card in cards.items():
