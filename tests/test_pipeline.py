@@ -48,6 +48,23 @@ def test_stage_inputs_follow_the_policy_and_stay_constant_in_size() -> None:
     assert "linreg.iter1.seed0.fit" in top and "lm.iter1.seed0.fit" in top
 
 
+def test_no_fit_or_generate_depends_on_benchmark_figure_report_or_serving_code() -> None:
+    """Editing such a module re-runs no fit and no generate: those stages do not list it (the
+    smoke test below edits report.py and sees only the report re-run)."""
+    side_code = re.compile(r"/(bench\w*|figures|report|plotting|serving\w*|cli|soak)\.py$")
+    files = [ROOT / "dvc.yaml", *sorted(ROOT.glob("pipelines/*/*/dvc.yaml"))]
+    checked = 0
+    for path in files:
+        for name, stage in _stages(str(path.relative_to(ROOT))).items():
+            if any(step in name for step in ("fit", "evaluate", "generate", "prepare")):
+                assert not [d for d in stage["deps"] if side_code.search(d)], (path, name)
+                checked += 1
+    assert checked > 100
+    top = _stages("dvc.yaml")
+    assert "services/linreg/src/collapse_linreg/figures.py" in top["linreg.figures"]["deps"]
+    assert "shared/src/collapse/report.py" in top["report"]["deps"]
+
+
 def test_graph_holds_topology_only() -> None:
     """Values (T, fractions, temperatures, presets) never appear in the generated graph."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
